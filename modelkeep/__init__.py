@@ -1,0 +1,62 @@
+"""modelkeep: the whole life of a PyTorch model, safely.
+
+Declare a network as data (``ModelSpec``), build it (``build``), count it
+(``count_parameters``), train it (``fit``), save it as one safe, self-describing
+safetensors file (``save``), load it anywhere without running code (``load``)
+and predict class names (``Model.predict``).
+
+Names are imported on first use so that ``import modelkeep`` (and the CLI's
+``--help``) stay fast and do not import torch until a function needs it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # errors
+    "ModelkeepError": "errors", "SpecError": "errors", "ShapeError": "errors", "FormatError": "errors",
+    "IntegrityError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
+    "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
+    # spec
+    "ModelSpec": "spec", "load_spec": "spec", "count_parameters": "spec", "LAYER_KINDS": "spec",
+    # nn
+    "build": "nn", "SpecModule": "nn",
+    # data
+    "load_dataset": "data", "split_dataset": "data", "Dataset": "data", "Standardize": "data",
+    # train
+    "fit": "train", "evaluate": "train", "History": "train", "FitResult": "train",
+    # artifact
+    "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact",
+    "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
+    "read_header": "artifact",
+    # checkpoint
+    "atomic_write": "checkpoint",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelkeep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .artifact import Model, Prediction, TensorFile, load, read_header, read_tensors, save, write_tensors
+    from .checkpoint import atomic_write
+    from .data import Dataset, Standardize, load_dataset, split_dataset
+    from .errors import *  # noqa: F403
+    from .nn import SpecModule, build
+    from .spec import LAYER_KINDS, ModelSpec, count_parameters, load_spec
+    from .train import FitResult, History, evaluate, fit

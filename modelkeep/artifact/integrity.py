@@ -1,0 +1,144 @@
+"""Integrity: the hashes a modelkeep file records about itself, and how they are checked.
+
+The ``modelkeep.integrity`` metadata value (docs/format.md, "Integrity") holds
+the xxh3-128 hash of every other metadata value, of every tensor's bytes and of
+the tensor layout (names, dtypes, shapes). The layout and metadata hashes are
+checked from the header alone; tensor hashes need the data and are checked one
+tensor at a time as it is read, or all at once by ``verify_file``.
+
+This module never imports torch: ``modelkeep inspect --verify`` uses it.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import xxhash
+
+from ..errors import FormatError, IntegrityError
+from .format import KEY_INTEGRITY, RESERVED_PREFIX, Header, TensorEntry, parse_json_metadata
+
+HASH_ALGORITHM = "xxh3-128"
+DIGEST_CHARS = 32
+_HEX = frozenset("0123456789abcdef")
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def layout_digest(entries: Iterable[tuple[str, str, tuple[int, ...]]]) -> str:
+    """The hash of the tensor layout: ``[[name, dtype, shape], ...]`` sorted by name, as compact JSON."""
+    rows = sorted([name, dtype, list(shape)] for name, dtype, shape in entries)
+    return hash_bytes(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def header_layout_digest(header: Header) -> str:
+    return layout_digest((e.name, e.dtype, e.shape) for e in header.tensors.values())
+
+
+def content_hash(header: Header, integrity: dict[str, Any] | None = None) -> str | None:
+    """The model's content hash: what ``lineage.parent.content_hash`` of a fine-tuned child records.
+
+    It is the xxh3-128 hash of the sorted ``[[name, tensor_hash], ...]`` of the
+    weights (tensors outside reserved sections), so it identifies the learned
+    values and survives metadata edits and re-saves. Read from the header alone.
+    """
+    integrity = integrity if integrity is not None else read_integrity(header)
+    if integrity is None:
+        return None
+    rows = sorted([name, digest] for name, digest in integrity["tensors"].items()
+                  if not name.startswith(RESERVED_PREFIX))
+    return f"{HASH_ALGORITHM}:" + hash_bytes(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def read_integrity(header: Header) -> dict[str, Any] | None:
+    """The decoded, shape-checked integrity document, or ``None`` when the file has none."""
+    doc = parse_json_metadata(header, KEY_INTEGRITY)
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or doc.get("algorithm") != HASH_ALGORITHM:
+        algorithm = doc.get("algorithm") if isinstance(doc, dict) else None
+        raise FormatError(
+            f"{header.path}: {KEY_INTEGRITY!r} is malformed or uses an unknown hash algorithm "
+            f"({str(algorithm)[:40]!r}; this modelkeep knows {HASH_ALGORITHM!r})"
+        )
+    for section in ("tensors", "metadata"):
+        table = doc.get(section)
+        if not isinstance(table, dict) or not all(_is_digest(v) for v in table.values()):
+            raise FormatError(f"{header.path}: {KEY_INTEGRITY!r} section {section!r} must map names to hex digests")
+    if "layout" in doc and not _is_digest(doc["layout"]):
+        raise FormatError(f"{header.path}: {KEY_INTEGRITY!r} 'layout' must be a hex digest")
+    return doc
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == DIGEST_CHARS and set(value) <= _HEX
+
+
+def verify_header(header: Header, integrity: dict[str, Any]) -> None:
+    """Check everything that needs no tensor data: metadata hashes, the tensor list and the layout."""
+    recorded = integrity["metadata"]
+    present = {k for k in header.metadata if k != KEY_INTEGRITY}
+    if set(recorded) != present:
+        changed = sorted(present ^ set(recorded))[:5]
+        raise IntegrityError(f"{header.path}: metadata keys {changed} were added or removed after writing")
+    for key, digest in recorded.items():
+        if hash_bytes(header.metadata[key].encode("utf-8")) != digest:
+            raise IntegrityError(f"{header.path}: metadata {key!r} does not match its recorded hash; the file was altered")
+    changed = set(header.tensors) ^ set(integrity["tensors"])
+    if changed:
+        raise IntegrityError(f"{header.path}: tensors {sorted(changed)[:5]} were added or removed after writing")
+    if "layout" in integrity and header_layout_digest(header) != integrity["layout"]:
+        raise IntegrityError(
+            f"{header.path}: a tensor's dtype or shape was changed after writing (the layout hash does not match)"
+        )
+
+
+def verify_tensor_bytes(header: Header, integrity: dict[str, Any], entry: TensorEntry, data: memoryview) -> None:
+    if hash_bytes(data) != integrity["tensors"][entry.name]:
+        raise IntegrityError(
+            f"{header.path}: tensor {entry.name!r} does not match its recorded hash; the file is corrupt. "
+            "Restore it from a good copy"
+        )
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    tensors: int
+    tensor_bytes: int
+    metadata_values: int
+    content_hash: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verified": True, "tensors": self.tensors, "tensor_bytes": self.tensor_bytes,
+                "metadata_values": self.metadata_values, "content_hash": self.content_hash}
+
+
+def verify_file(header: Header) -> VerifyReport:
+    """Check every hash of a file (metadata, layout, every tensor); raise ``IntegrityError`` on the first mismatch."""
+    integrity = read_integrity(header)
+    if integrity is None:
+        raise IntegrityError(f"{header.path} records no hashes ({KEY_INTEGRITY!r} is absent), so it cannot be verified")
+    verify_header(header, integrity)
+    total = 0
+    if header.file_size > header.data_start:
+        with open(header.path, "rb") as handle:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                if len(mapped) != header.file_size:
+                    raise FormatError(f"{header.path} changed size while being verified")
+                whole = memoryview(mapped)
+                try:
+                    for entry in header.tensors.values():
+                        start = header.data_start + entry.begin
+                        view = whole[start:start + entry.nbytes]
+                        try:
+                            verify_tensor_bytes(header, integrity, entry, view)
+                        finally:
+                            view.release()
+                        total += entry.nbytes
+                finally:
+                    whole.release()
+    return VerifyReport(len(header.tensors), total, len(integrity["metadata"]), content_hash(header, integrity))

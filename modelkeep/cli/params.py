@@ -1,0 +1,120 @@
+"""``modelkeep params NAME_OR_SPEC_FILE``: the per-layer parameter table of a zoo model or a spec file."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import SpecError
+from ._output import console, print_json
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "params", help="count the parameters of a zoo model or a spec, layer by layer",
+        description="Count parameters per layer with the formula behind each number, without allocating weights.",
+    )
+    parser.add_argument("spec", metavar="NAME_OR_SPEC_FILE", help="a zoo model name (see `modelkeep zoo list`) "
+                                                                   "or a spec file (.json, .yaml)")
+    add_spec_options(parser)
+    parser.add_argument("--dtype", default="float32", help="dtype for the memory column (default float32)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=handle)
+
+
+def add_spec_options(parser: argparse.ArgumentParser) -> None:
+    """``--set`` and ``--input-shape``, shared by ``params`` and ``zoo show``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a zoo option (num_classes=10) or, for a spec file, LAYER.FIELD=VALUE; repeatable")
+    parser.add_argument("--input-shape", nargs="+", metavar="DIM",
+                        help="per-sample input shape, e.g. 3 64 64 or 3,64,64 (no batch axis)")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["num_classes=10", "hidden=[64,32]"]`` -> ``{"num_classes": 10, "hidden": [64, 32]}`` (values as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"--set takes KEY=VALUE (e.g. num_classes=10), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item!r}: the value {text!r} is not a number, word or [list]") from None
+    return out
+
+
+def parse_shape(parts: list[str] | None) -> tuple[int, ...] | None:
+    if not parts:
+        return None
+    pieces = [p for part in parts for p in part.replace("x", ",").split(",") if p.strip()]
+    try:
+        shape = tuple(int(p) for p in pieces)
+    except ValueError:
+        raise SpecError(f"--input-shape takes whole numbers such as 3 224 224, got {' '.join(parts)!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise SpecError(f"--input-shape needs positive sizes, got {' '.join(parts)!r}")
+    return shape
+
+
+def resolve(args: argparse.Namespace):
+    from ..zoo import resolve_spec
+
+    return resolve_spec(args.spec, overrides=parse_overrides(args.overrides), input_shape=parse_shape(args.input_shape))
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..spec import count_parameters
+
+    spec = resolve(args)
+    report = count_parameters(spec, dtype=args.dtype)
+    if args.json:
+        print_json({"name": spec.name, **report.to_dict()})
+        return 0
+    print_report(report, title=spec.name)
+    return 0
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
+def print_report(report, title: str | None = None) -> None:
+    rows = []
+    notes: list[str] = []
+    for r in report.layers:
+        formula = r.formula
+        if r.note:
+            if r.note not in notes:
+                notes.append(r.note)
+            formula += f" [{notes.index(r.note) + 1}]"
+        state = "" if not r.parameters else ("frozen" if r.frozen else "yes")
+        rows.append([r.name, r.kind, "x".join(map(str, r.output_shape)) if r.output_shape else "",
+                     f"{r.parameters:,}", state, f"{r.buffers:,}" if r.buffers else "", formula])
+    from rich.table import Table
+
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 160)  # piped output: keep formulas on one line
+    grid = Table(title=title, title_justify="left")
+    for column in ("layer", "kind", "output shape", "parameters", "trainable", "buffers", "formula"):
+        numeric = column in ("parameters", "buffers")
+        grid.add_column(column, justify="right" if numeric else "left", no_wrap=column != "formula",
+                        overflow="fold")
+    for row in rows:
+        grid.add_row(*row)
+    out.print(grid)
+    out.print(
+        f"total {report.total:,} parameters ({report.trainable:,} trainable, {report.non_trainable:,} frozen), "
+        f"{_human_bytes(report.bytes)} as {report.dtype}"
+    )
+    if report.buffers:
+        out.print(f"plus {report.buffers:,} buffer values (batch-norm running statistics, not trained), "
+                  f"{_human_bytes(report.buffer_bytes)}")
+    for number, note in enumerate(notes, start=1):
+        out.print(f"[{number}] {note}")

@@ -1,0 +1,58 @@
+"""Every error modelkeep raises on purpose.
+
+One base class, ``ModelkeepError``; each specific error also subclasses the
+built-in exception a Python user would expect (``FormatError`` is a
+``ValueError``, ``ModelNotFoundError`` a ``FileNotFoundError``), so callers can
+catch either. Messages say what was received and what to do about it.
+
+This module imports nothing from the rest of the package and never imports torch.
+"""
+from __future__ import annotations
+
+
+class ModelkeepError(Exception):
+    """Base of every error modelkeep raises deliberately."""
+
+
+class SpecError(ModelkeepError, ValueError):
+    """A model spec is malformed: unknown layer kind, bad field, wrong shape, cycle."""
+
+
+class ShapeError(SpecError):
+    """A layer received an input shape it cannot accept."""
+
+
+class FormatError(ModelkeepError, ValueError):
+    """A file is not a valid modelkeep file: truncated, corrupt, foreign or hostile."""
+
+
+class IntegrityError(FormatError):
+    """A file parses but its contents do not match the hashes recorded in it."""
+
+
+class UnsupportedVersionError(FormatError):
+    """A file was written by a newer, incompatible format version."""
+
+
+class TrustError(ModelkeepError, PermissionError):
+    """Loading would need to import code named by the file, and the caller did not allow it."""
+
+
+class ModelNotFoundError(ModelkeepError, FileNotFoundError):
+    """A file, dataset or registered name does not exist."""
+
+
+class ConfigError(ModelkeepError, ValueError):
+    """A training configuration or argument is invalid."""
+
+
+class DataError(ModelkeepError, ValueError):
+    """A dataset cannot be read or does not fit the model."""
+
+
+class TrainingError(ModelkeepError, RuntimeError):
+    """Training cannot go on: for example the loss became NaN or infinite."""
+
+
+class CheckpointError(ModelkeepError, OSError):
+    """A checkpoint could not be written or no usable checkpoint could be read."""

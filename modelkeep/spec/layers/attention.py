@@ -1,0 +1,111 @@
+"""Multi-head self-attention and the Transformer encoder block, over sequences ``(T, D)``.
+
+Self-attention projects the input to queries, keys and values and back out:
+four ``D x D`` matrices and four bias vectors, ``4*(D*D+D)`` parameters,
+whatever the number of heads. The encoder block adds a feed-forward network
+(``D*F+F + F*D+D``) and two layer norms (``2*2*D``). ``causal=True`` lets each
+position attend only to itself and earlier positions (GPT-style decoders).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from ..kinds import LayerKind, ParameterGroup, Shape, WeightInitFields, register_kind
+
+
+class _SelfAttention(LayerKind):
+    def _check(self, inputs: list[Shape]) -> int:
+        (shape,) = inputs
+        if len(shape) != 2:
+            raise self.shape_error(shape, "(sequence length, model width)")
+        d = shape[1]
+        if d % self.fields.num_heads:
+            raise self.shape_error(shape, f"a model width divisible by num_heads={self.fields.num_heads}")
+        return d
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        self._check(inputs)
+        return inputs[0]
+
+    def _attention(self, d: int) -> ParameterGroup:
+        if self.fields.use_bias:
+            return ParameterGroup(4 * (d * d + d), f"4*({d}*{d}+{d}) (q, k, v, out projections)")
+        return ParameterGroup(4 * d * d, f"4*{d}*{d} (q, k, v, out projections)")
+
+
+@register_kind
+class MultiHeadAttention(_SelfAttention):
+    """Multi-head self-attention: ``{"kind": "MultiHeadAttention", "num_heads": 8}``."""
+
+    name = "MultiHeadAttention"
+    aliases = ("SelfAttention",)
+    examples = [
+        {"inputs": [[5, 8]], "fields": {"num_heads": 2}},
+        {"inputs": [[4, 6]], "fields": {"num_heads": 3, "causal": True, "use_bias": False,
+                                        "kernel_initializer": "glorot_uniform"}},
+    ]
+
+    class Fields(WeightInitFields):
+        num_heads: int = Field(gt=0)
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        use_bias: bool = True
+        causal: bool = False
+
+    def parameters(self, inputs: list[Shape]) -> list[ParameterGroup]:
+        return [self._attention(self._check(inputs))]
+
+    def build(self, inputs: list[Shape]) -> Any:
+        from ...nn.modules import SelfAttention
+
+        f = self.fields
+        return SelfAttention(inputs[0][-1], f.num_heads, dropout=f.dropout, bias=f.use_bias, causal=f.causal)
+
+
+@register_kind
+class TransformerEncoder(_SelfAttention):
+    """One Transformer encoder block: self-attention and a feed-forward network, each with a residual and a norm.
+
+    ``ff_dim`` defaults to ``4*D``; ``norm_first=True`` is the pre-norm layout of GPT-2/3.
+    """
+
+    name = "TransformerEncoder"
+    aliases = ("TransformerBlock", "TransformerEncoderBlock")
+    examples = [
+        {"inputs": [[5, 8]], "fields": {"num_heads": 2, "ff_dim": 16, "dropout": 0.0}},
+        {"inputs": [[4, 6]], "fields": {"num_heads": 3, "activation": "gelu", "norm_first": True, "causal": True,
+                                        "use_bias": False, "kernel_initializer": {"name": "normal", "std": 0.02}}},
+    ]
+
+    class Fields(WeightInitFields):
+        num_heads: int = Field(gt=0)
+        ff_dim: Optional[int] = Field(default=None, gt=0)
+        dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+        activation: Literal["relu", "gelu", "silu", "swish"] = "relu"
+        norm_first: bool = False
+        causal: bool = False
+        epsilon: float = Field(default=1e-5, gt=0.0)
+        use_bias: bool = True
+
+    def ff_dim(self, d: int) -> int:
+        return self.fields.ff_dim or 4 * d
+
+    def parameters(self, inputs: list[Shape]) -> list[ParameterGroup]:
+        d = self._check(inputs)
+        ff = self.ff_dim(d)
+        if self.fields.use_bias:
+            feed = ParameterGroup(2 * d * ff + ff + d, f"{d}*{ff}+{ff} + {ff}*{d}+{d} (feed-forward)")
+            norms = ParameterGroup(4 * d, f"2*2*{d} (two layer norms)")
+        else:
+            feed = ParameterGroup(2 * d * ff, f"{d}*{ff} + {ff}*{d} (feed-forward)")
+            norms = ParameterGroup(2 * d, f"2*{d} (two layer norms)")
+        return [self._attention(d), feed, norms]
+
+    def build(self, inputs: list[Shape]) -> Any:
+        from ...nn.modules import TransformerBlock
+
+        f = self.fields
+        d = inputs[0][-1]
+        return TransformerBlock(d, f.num_heads, self.ff_dim(d), dropout=f.dropout, activation=f.activation,
+                                norm_first=f.norm_first, causal=f.causal, eps=f.epsilon, bias=f.use_bias)

@@ -1,0 +1,135 @@
+"""Pooling: max and average over windows (1-D, 2-D), adaptive average, and global average."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import Field
+
+from ..kinds import Fields, LayerKind, Shape, as_tuple, conv_length, register_kind
+
+_AXES = {1: "(channels, length)", 2: "(channels, height, width)"}
+
+
+class _Pool(LayerKind):
+    rank: ClassVar[int]
+    mode: ClassVar[str]
+
+    class Fields(Fields):
+        pool_size: Union[int, list[int]] = 2
+        stride: Union[int, list[int], None] = None
+        padding: Union[int, list[int]] = 0
+        ceil_mode: bool = False
+
+    def _geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        try:
+            k = as_tuple(self.fields.pool_size, self.rank)
+            s = as_tuple(self.fields.stride, self.rank) if self.fields.stride is not None else k
+            p = as_tuple(self.fields.padding, self.rank)
+        except Exception:
+            raise self.error(f"pool_size, stride and padding must be one integer or {self.rank}") from None
+        if any(2 * pp > kk for pp, kk in zip(p, k)):
+            raise self.error(f"padding {list(p)} must be at most half the pool size {list(k)} (PyTorch's rule)")
+        return k, s, p
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        (shape,) = inputs
+        if len(shape) != self.rank + 1:
+            raise self.shape_error(shape, _AXES[self.rank])
+        k, s, p = self._geometry()
+        out = []
+        for n, kk, ss, pp in zip(shape[1:], k, s, p):
+            length = n + 2 * pp - kk
+            steps = -(-length // ss) if self.fields.ceil_mode else length // ss
+            size = steps + 1
+            if self.fields.ceil_mode and steps * ss >= n + pp:
+                size -= 1  # PyTorch drops a last window that would start in the right padding
+            out.append(size)
+        if any(n <= 0 for n in out):
+            raise self.shape_error(shape, f"spatial size of at least the pool size {'x'.join(map(str, k))}")
+        return (shape[0], *out)
+
+    def build(self, inputs: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        k, s, p = self._geometry()
+        cls = getattr(nn, f"{self.mode}Pool{self.rank}d")
+        return cls(k, stride=s, padding=p, ceil_mode=self.fields.ceil_mode)
+
+
+def _pool_kind(mode: str, rank: int) -> type[LayerKind]:
+    shape = [3, 9] if rank == 1 else [3, 9, 7]
+
+    class Pool(_Pool):
+        name = f"{mode}Pool{rank}D"
+
+    Pool.rank = rank
+    Pool.mode = mode
+    Pool.examples = [
+        {"inputs": [shape], "fields": {}},
+        {"inputs": [shape], "fields": {"pool_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}},
+    ]
+    Pool.__doc__ = f"{mode} pooling over {_AXES[rank]} windows; stride defaults to the pool size."
+    Pool.__name__ = Pool.__qualname__ = Pool.name
+    return register_kind(Pool)
+
+
+MaxPool1D = _pool_kind("Max", 1)
+MaxPool2D = _pool_kind("Max", 2)
+AvgPool1D = _pool_kind("Avg", 1)
+AvgPool2D = _pool_kind("Avg", 2)
+
+
+@register_kind
+class AdaptiveAvgPool2D(LayerKind):
+    """Average pooling to a fixed ``output_size`` whatever H and W are (torchvision's ``avgpool``)."""
+
+    name = "AdaptiveAvgPool2D"
+    examples = [{"inputs": [[2, 5, 5]], "fields": {"output_size": 3}},
+                {"inputs": [[2, 1, 1]], "fields": {"output_size": [2, 3]}}]
+
+    class Fields(Fields):
+        output_size: Union[int, list[int]] = 1
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        (shape,) = inputs
+        if len(shape) != 3:
+            raise self.shape_error(shape, _AXES[2])
+        size = as_tuple(self.fields.output_size, 2)
+        if any(n <= 0 for n in size):
+            raise self.error(f"output_size must be positive, got {self.fields.output_size}")
+        return (shape[0], *size)
+
+    def build(self, inputs: list[Shape]) -> Any:
+        import torch.nn as nn
+
+        return nn.AdaptiveAvgPool2d(as_tuple(self.fields.output_size, 2))
+
+
+@register_kind
+class GlobalAvgPool(LayerKind):
+    """The mean over every axis but the features: ``(C, H, W) -> (C,)``, ``(C, L) -> (C,)``.
+
+    With ``data_format="channels_last"`` the features are the last axis, as in
+    sequences: ``(T, D) -> (D,)`` (mean over time, for Transformer classifiers).
+    """
+
+    name = "GlobalAvgPool"
+    aliases = ("GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAveragePooling")
+    examples = [{"inputs": [[3, 4, 5]], "fields": {}},
+                {"inputs": [[6, 4]], "fields": {"data_format": "channels_last"}}]
+
+    class Fields(Fields):
+        data_format: Literal["channels_first", "channels_last"] = "channels_first"
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        (shape,) = inputs
+        if len(shape) < 2:
+            raise self.shape_error(shape, "at least two axes (features and one axis to average over)")
+        return (shape[0],) if self.fields.data_format == "channels_first" else (shape[-1],)
+
+    def build(self, inputs: list[Shape]) -> Any:
+        from ...nn.modules import GlobalAvgPool as Module
+
+        rank = len(inputs[0])
+        dims = tuple(range(2, rank + 1)) if self.fields.data_format == "channels_first" else tuple(range(1, rank))
+        return Module(dims)
