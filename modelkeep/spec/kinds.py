@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .._registry import Registry
 from ..errors import ShapeError, SpecError
-from .initializers import InitializerSpec, check_initializer
+from .initializers import check_initializer
 
 Shape = tuple[int, ...]
 
@@ -137,7 +137,7 @@ def _initializer_validator(value: Any) -> Any:
 class KernelInitFields(Fields):
     """An initialiser for a layer's weight; None keeps PyTorch's default for the layer."""
 
-    kernel_initializer: Optional[InitializerSpec] = None
+    kernel_initializer: Optional[Any] = None  # a name or {"name": ..., **args}; checked below
 
     @field_validator("kernel_initializer")
     @classmethod
@@ -148,7 +148,7 @@ class KernelInitFields(Fields):
 class WeightInitFields(KernelInitFields):
     """Initialisers for a layer's weights and biases; None keeps PyTorch's default for the layer."""
 
-    bias_initializer: Optional[InitializerSpec] = None
+    bias_initializer: Optional[Any] = None
 
     @field_validator("bias_initializer")
     @classmethod

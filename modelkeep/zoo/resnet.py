@@ -93,7 +93,7 @@ def resnet(cfg: ResNetConfig) -> dict[str, Any]:
     return {"name": f"resnet{cfg.depth}", "layers": layers, "head": "fc"}
 
 
-_SMALL = {"num_classes": 3, "input_shape": (3, 32, 32)}
+_SMALL = {"num_classes": 3, "input_shape": (3, 32, 32), "width": 8}
 register_model("resnet18", ResNetConfig, resnet, "ResNet-18 (torchvision layout): 3x224x224 input, 1000 classes",
                small=_SMALL, depth=18)
 register_model("resnet50", ResNetConfig, resnet, "ResNet-50 (torchvision layout): 3x224x224 input, 1000 classes",

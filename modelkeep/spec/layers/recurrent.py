@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import Field, field_validator
 
-from ..initializers import InitializerSpec
 from ..kinds import LayerKind, ParameterGroup, Shape, WeightInitFields, _initializer_validator, register_kind
 
 
@@ -26,7 +25,7 @@ class _Recurrent(LayerKind):
         return_sequences: bool = False
         dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         use_bias: bool = True
-        recurrent_initializer: Optional[InitializerSpec] = None
+        recurrent_initializer: Optional[Any] = None
 
         @field_validator("recurrent_initializer")
         @classmethod
