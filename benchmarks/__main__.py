@@ -22,6 +22,7 @@ from ._harness import DEFAULT_TMP_ROOT, Context, describe_disk, machine_info, pr
 # bench_checkpoint_pause, bench_load_variants.
 BENCHMARKS = [
     "bench_save_load",
+    "bench_checkpoint",
 ]
 
 

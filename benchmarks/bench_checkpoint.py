@@ -1,0 +1,177 @@
+"""checkpoint: how long a checkpoint pauses training, how fast it reaches the disk, what it costs per step.
+
+A stack of square Linear layers of about 100M parameters (``--quick``: about
+10M) with its Adam state (one optimizer step taken, so the moments exist),
+on the GPU when there is one, else on the CPU:
+
+* (a) pause: the time ``CheckpointManager.save`` holds the training thread in
+  asynchronous mode (snapshot into reused CPU buffers) versus one synchronous
+  ``torch.save`` of the same model and optimizer state dicts (page cache only,
+  and with fsync). Goal: the pause is at most 5% of the synchronous save.
+* (b) durable throughput: a synchronous, durable ``CheckpointManager.save``
+  (write, xxh3 hashing, fsync, rename, folder fsync) versus the same number of
+  bytes written with ``os.write`` and one ``fsync`` (the disk's limit).
+* (c) steps per second of a plain training loop, without checkpoints and with
+  an asynchronous checkpoint every N steps.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ._harness import Case, Context, Report, Row, Verdict, fsync_path, human_bytes, interleave, remove
+
+NAME = "checkpoint"
+DESCRIPTION = "checkpoint pause (async vs torch.save), durable write throughput, steps/s with checkpoints"
+
+
+def _model(width: int, layers: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    blocks = []
+    for _ in range(layers):
+        blocks += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    return torch.nn.Sequential(*blocks).to(device)
+
+
+def _step(model, optimizer, batch):
+    optimizer.zero_grad(set_to_none=True)
+    model(batch).pow(2).mean().backward()
+    optimizer.step()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(ctx: Context) -> Report:
+    from modelkeep.checkpoint import CheckpointManager, EveryNSteps, KeepLastN, Position, TrainingState
+
+    device = torch.device(ctx.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    width, layers = (1024, 10) if ctx.quick else (3072, 10)
+    model = _model(width, layers, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = torch.randn(16, width, device=device)
+    _step(model, optimizer, batch)
+    params = sum(p.numel() for p in model.parameters())
+    state = TrainingState(model, optimizer)
+    tmp = ctx.subdir("checkpoint")
+    ctx.log(f"checkpoint: {params / 1e6:.1f}M parameters on {device}")
+
+    # (a) pause ---------------------------------------------------------------------------
+    async_manager = CheckpointManager(tmp / "async", keep=KeepLastN(1), asynchronous=True)
+    counter = iter(range(1, 10**9))
+
+    def async_pause(_):
+        _sync(device)
+        async_manager.save(state, Position(0, 0, next(counter)))
+        return async_manager.last_pause_s
+
+    pauses: list[float] = []
+    torch_file = tmp / "torch.pt"
+
+    def torch_save(_):
+        _sync(device)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, torch_file)
+
+    def torch_save_fsync(_):
+        torch_save(_)
+        fsync_path(torch_file)
+
+    cases = [
+        Case("modelkeep async save (pause)", async_pause,
+             teardown=lambda s, r: (pauses.append(r), async_manager.wait())),
+        Case("torch.save", torch_save, teardown=lambda s, r: remove(torch_file)),
+        Case("torch.save + fsync", torch_save_fsync, teardown=lambda s, r: remove(torch_file)),
+    ]
+    timings = interleave(cases, ctx.reps)
+    async_manager.close()
+    timings["modelkeep async save (pause)"] = pauses[-ctx.reps:]  # the pause itself, not the call around it
+    checkpoint_bytes = async_manager.list()[-1].size
+    rows = [
+        Row("pause", "modelkeep async save (pause)", timings["modelkeep async save (pause)"], checkpoint_bytes,
+            ref="torch.save", alt="torch.save + fsync", note="snapshot into reused buffers"),
+        Row("pause", "torch.save", timings["torch.save"], checkpoint_bytes),
+        Row("pause", "torch.save + fsync", timings["torch.save + fsync"], checkpoint_bytes),
+    ]
+
+    # (b) durable throughput --------------------------------------------------------------
+    sync_manager = CheckpointManager(tmp / "sync", keep=KeepLastN(1), asynchronous=False, durable=True)
+    raw_file = tmp / "raw.bin"
+    payload = bytearray(os.urandom(1 << 20)) * (checkpoint_bytes >> 20)
+
+    def durable_save(_):
+        _sync(device)
+        sync_manager.save(state, Position(0, 0, next(counter)))
+
+    def raw_write(_):
+        fd = os.open(raw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    timings.update(interleave([
+        Case("modelkeep durable save", durable_save),
+        Case("os.write + fsync (disk limit)", raw_write, teardown=lambda s, r: remove(raw_file)),
+    ], ctx.reps))
+    del payload
+    rows += [
+        Row("durable", "modelkeep durable save", timings["modelkeep durable save"], checkpoint_bytes,
+            ref="os.write + fsync (disk limit)", note="write + xxh3 + fsync + rename + dir fsync"),
+        Row("durable", "os.write + fsync (disk limit)", timings["os.write + fsync (disk limit)"],
+            (checkpoint_bytes >> 20) << 20),
+    ]
+
+    # (c) steps per second ------------------------------------------------------------------
+    steps, every = (30, 10) if ctx.quick else (40, 10)
+
+    def loop(manager):
+        def go(_):
+            for step in range(1, steps + 1):
+                _step(model, optimizer, batch)
+                if manager is not None and manager.should_save(Position(0, step, step)):
+                    manager.save(state, Position(0, step, step))
+            _sync(device)
+            if manager is not None:
+                manager.wait()
+        return go
+
+    loop_manager = CheckpointManager(tmp / "loop", save_on=EveryNSteps(every), keep=KeepLastN(1))
+    timings.update(interleave([
+        Case("train, no checkpoints", loop(None)),
+        Case(f"train, async checkpoint every {every} steps", loop(loop_manager)),
+    ], max(1, ctx.reps // 2)))
+    loop_manager.close()
+    rows += [
+        Row("steps", "train, no checkpoints", timings["train, no checkpoints"], note=f"{steps} steps"),
+        Row("steps", f"train, async checkpoint every {every} steps",
+            timings[f"train, async checkpoint every {every} steps"], ref="train, no checkpoints",
+            note=f"{steps} steps"),
+    ]
+
+    report = Report(NAME, f"checkpoint — {params / 1e6:.1f}M parameters + Adam on {device}, "
+                          f"{human_bytes(checkpoint_bytes)} per checkpoint", rows)
+    report.compute_ratios()
+    pause = report.find("modelkeep async save (pause)")
+    report.verdicts = [
+        Verdict("async pause / synchronous torch.save", pause.ratio, 0.05),
+        Verdict("async pause / torch.save + fsync", pause.ratio_alt, 0.05),
+        Verdict("durable save time / disk fsync limit", report.find("modelkeep durable save").ratio, 1.25),
+        Verdict("training time with checkpoints / without",
+                report.find(f"train, async checkpoint every {every} steps").ratio, 1.05),
+    ]
+    no_ckpt = report.find("train, no checkpoints").median
+    report.info.update({
+        "parameters": params, "device": str(device), "checkpoint_bytes": checkpoint_bytes,
+        "steps_per_s_without": round(steps / no_ckpt, 3),
+        "steps_per_s_with": round(steps / report.find(f"train, async checkpoint every {every} steps").median, 3),
+        "background_write_s": round(async_manager.last_write_s, 3),
+    })
+    return report

@@ -1,0 +1,79 @@
+"""``modelkeep checkpoints`` and ``modelkeep export-checkpoint``."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from modelkeep.checkpoint import (CheckpointManager, EveryNEpochs, KeepAll, KeepBestN, KeepUnion, Position,
+                                  TrainingState, manifest_pieces)
+from modelkeep.cli.main import main
+from modelkeep.quickstart import DIGITS_CNN
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    from modelkeep.nn import build
+
+    model = build(DIGITS_CNN, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    state = TrainingState(model, optimizer)
+    manager = CheckpointManager(tmp_path / "run", save_on=EveryNEpochs(1),
+                                keep=KeepUnion(KeepAll(), KeepBestN(1, "val_loss")), asynchronous=True)
+    pieces = manifest_pieces(model, labels=[str(i) for i in range(10)], hyperparameters={"lr": 1e-3})
+    x = torch.randn(32, 1, 8, 8)
+    y = torch.randint(0, 10, (32,))
+    for epoch, val_loss in enumerate([0.9, 0.3, 0.6], 1):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        manager.save(state, Position(epoch, 0, epoch * 10), metrics={"val_loss": val_loss},
+                     history={"epoch": list(range(1, epoch + 1))}, extra_manifest=pieces)
+    manager.close()
+    return tmp_path / "run", model
+
+
+def test_list_checkpoints_json(run_dir, capsys):
+    directory, _ = run_dir
+    assert main(["checkpoints", str(directory), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [c["step"] for c in listed] == [10, 20, 30]
+    assert listed[1]["metrics"] == {"val_loss": 0.3} and all(c["verified"] for c in listed)
+    assert listed[0]["monitor"] == {"metric": "val_loss", "mode": "min"} and listed[0]["size"] > 0
+    assert main(["checkpoints", str(directory)]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_damaged_checkpoint_is_listed_as_damaged(run_dir, capsys):
+    directory, _ = run_dir
+    path = directory / "checkpoint-000000030.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    main(["checkpoints", str(directory), "--json"])
+    listed = {c["step"]: c for c in json.loads(capsys.readouterr().out)}
+    assert listed[30]["verified"] is False and "hash" in listed[30]["error"]
+
+
+@pytest.mark.parametrize("args, step", [([], 30), (["--best"], 20), (["--step", "10"], 10)])
+def test_export_makes_a_loadable_release_file(run_dir, tmp_path, args, step):
+    from modelkeep.artifact import load, read_tensors
+
+    directory, model = run_dir
+    out = tmp_path / "release.safetensors"
+    assert main(["export-checkpoint", str(directory), str(out), *args]) == 0
+    loaded = load(out)
+    assert loaded.manifest.lineage["checkpoint"]["step"] == step
+    assert loaded.labels == tuple(str(i) for i in range(10))
+    assert loaded.manifest.history == {"epoch": list(range(1, step // 10 + 1))}
+    if step == 30:
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.module.state_dict().values()))
+    assert not any(name.startswith("optimizer/") for name in read_tensors(out))
+
+
+def test_export_without_a_manifest_says_why(tmp_path, capsys):
+    manager = CheckpointManager(tmp_path, asynchronous=False)
+    manager.save(TrainingState(torch.nn.Linear(2, 2)), Position(1, 0, 1))
+    assert main(["export-checkpoint", str(tmp_path), str(tmp_path / "out.safetensors")]) == 2
+    assert "holds no model manifest" in capsys.readouterr().err
