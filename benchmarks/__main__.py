@@ -23,6 +23,7 @@ from ._harness import DEFAULT_TMP_ROOT, Context, describe_disk, machine_info, pr
 BENCHMARKS = [
     "bench_save_load",
     "bench_checkpoint",
+    "bench_inspect",
 ]
 
 

@@ -18,10 +18,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # errors
     "ModelkeepError": "errors", "SpecError": "errors", "ShapeError": "errors", "FormatError": "errors",
-    "IntegrityError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
+    "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
     "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
     # spec
     "ModelSpec": "spec", "load_spec": "spec", "count_parameters": "spec", "LAYER_KINDS": "spec",
+    "INITIALIZERS": "spec", "ParameterReport": "spec", "register_kind": "spec",
+    # zoo
+    "ZOO": "zoo", "get_spec": "zoo", "list_models": "zoo", "register_model": "zoo", "resolve_spec": "zoo",
     # nn
     "build": "nn", "SpecModule": "nn",
     # data
@@ -31,7 +34,9 @@ _EXPORTS = {
     # artifact
     "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact",
     "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
-    "read_header": "artifact",
+    "read_header": "artifact", "load_weights": "artifact", "WeightsReport": "artifact", "describe": "artifact",
+    "diff_files": "artifact", "export_json": "artifact", "import_json": "artifact", "verify_file": "artifact",
+    "content_hash": "artifact", "Manifest": "artifact", "read_manifest": "artifact", "manifest_schema": "artifact",
     # checkpoint
     "atomic_write": "checkpoint",
 }
@@ -53,10 +58,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .artifact import Model, Prediction, TensorFile, load, read_header, read_tensors, save, write_tensors
+    from .artifact import (Manifest, Model, Prediction, TensorFile, WeightsReport, content_hash, describe, diff_files,
+                           export_json, import_json, load, load_weights, manifest_schema, read_header, read_manifest,
+                           read_tensors, save, verify_file, write_tensors)
     from .checkpoint import atomic_write
     from .data import Dataset, Standardize, load_dataset, split_dataset
     from .errors import *  # noqa: F403
     from .nn import SpecModule, build
-    from .spec import LAYER_KINDS, ModelSpec, count_parameters, load_spec
+    from .spec import INITIALIZERS, LAYER_KINDS, ModelSpec, ParameterReport, count_parameters, load_spec, register_kind
+    from .zoo import ZOO, get_spec, list_models, register_model, resolve_spec
     from .train import FitResult, History, evaluate, fit

@@ -10,10 +10,13 @@ from typing import Any
 
 _EXPORTS = {
     "FORMAT_VERSION": "format", "Header": "format", "read_header": "format",
-    "Manifest": "manifest", "read_manifest": "manifest",
+    "Manifest": "manifest", "read_manifest": "manifest", "manifest_schema": "manifest",
     "Model": "model", "Prediction": "model",
-    "load": "model_file", "save": "model_file",
+    "load": "model_file", "save": "model_file", "load_weights": "model_file", "WeightsReport": "model_file",
     "TensorFile": "tensors", "read_tensors": "tensors", "write_tensors": "tensors",
+    "content_hash": "integrity", "verify_file": "integrity",
+    "describe": "inspection", "diff_files": "diff",
+    "export_json": "json_form", "import_json": "json_form",
 }
 __all__ = sorted(_EXPORTS)
 

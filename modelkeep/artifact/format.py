@@ -101,11 +101,21 @@ def read_header(path: str | os.PathLike[str]) -> Header:
 
 
 def _read_header(handle: BinaryIO, path: Path) -> Header:
+    try:
+        return _read_header_unchecked(handle, path)
+    except FormatError:
+        # Only now name a foreign format: a valid header length can begin with the same
+        # bytes as a pickle (640 is 80 02 00 ...), so magic bytes alone prove nothing.
+        handle.seek(0)
+        _refuse_foreign(handle.read(8), path)
+        raise
+
+
+def _read_header_unchecked(handle: BinaryIO, path: Path) -> Header:
     file_size = os.fstat(handle.fileno()).st_size
     prefix = handle.read(8)
     if len(prefix) < 8:
         raise FormatError(f"{path} is too short to be a model file ({file_size} bytes); it may be truncated")
-    _refuse_foreign(prefix, path)
     (length,) = struct.unpack("<Q", prefix)
     if length < 2 or length > MAX_HEADER_BYTES:
         raise FormatError(
@@ -162,7 +172,7 @@ def _parse_entries(document: dict[str, Any], data_size: int, path: Path) -> dict
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise FormatError(f"{where}: each entry needs exactly 'dtype', 'shape' and 'data_offsets'")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise FormatError(f"{where}: unknown dtype {str(dtype)[:20]!r}; known: {', '.join(DTYPE_SIZES)}")
         if (not isinstance(shape, list) or len(shape) > MAX_DIMS
                 or not all(type(d) is int and d >= 0 for d in shape)):

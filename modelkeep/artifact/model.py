@@ -1,4 +1,8 @@
-"""A loaded model: the module plus what it needs to predict — preprocessing and class names."""
+"""A loaded model: the module plus what it needs to predict — preprocessing and class names.
+
+It also hands back what training needs to continue: the optimizer and
+scheduler state saved with it (read lazily from the file).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import preprocessor_from_dict
-from ..errors import DataError
+from ..errors import DataError, FormatError
 from ..spec.model import ModelSpec
 from ..train.history import History
 from .manifest import Manifest
@@ -43,13 +47,20 @@ class Model:
     """What ``modelkeep.load`` returns."""
 
     module: torch.nn.Module
-    spec: ModelSpec
+    spec: ModelSpec | None  # None for a user-defined class
     manifest: Manifest
     path: Path | None = None
+    content_hash: str | None = None  # what a fine-tuned child records as its parent (see docs/format.md)
+    verified: bool = True
     preprocessing: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.preprocessing = preprocessor_from_dict(self.manifest.preprocessing)
+        try:
+            self.preprocessing = preprocessor_from_dict(self.manifest.preprocessing)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{self.path}: the preprocessing section is malformed ({type(exc).__name__}: {exc})") from None
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -63,9 +74,44 @@ class Model:
     def metrics(self) -> dict[str, Any]:
         return dict(self.manifest.metrics or {})
 
+    @property
+    def card(self) -> dict[str, Any]:
+        return dict(self.manifest.card or {})
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        return dict(self.manifest.lineage or {})
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """The saved ``optimizer.state_dict()`` (for ``optimizer.load_state_dict``), or ``None`` if none was saved."""
+        from .model_file import optimizer_state_dict
+        from .tensors import TensorFile
+
+        if self.manifest.optimizer is None:
+            return None
+        if self.path is None:
+            raise DataError("this model was not loaded from a file, so it has no saved optimizer state")
+        with TensorFile(self.path, verify=self.verified) as handle:
+            return optimizer_state_dict(self.manifest, handle)
+
+    def scheduler_state(self) -> dict[str, Any] | None:
+        """The saved ``scheduler.state_dict()``, or ``None``."""
+        section = self.manifest.scheduler
+        return None if section is None else section.get("state")
+
+    def _input_shape(self) -> tuple[Any, ...] | None:
+        if self.spec is not None:
+            return tuple(self.spec.input_shape)
+        inputs = (self.manifest.signature or {}).get("inputs") or []
+        if len(inputs) == 1 and isinstance(inputs[0].get("shape"), list) and inputs[0]["shape"][:1] == [None]:
+            return tuple(inputs[0]["shape"][1:])
+        return None
+
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        expected = tuple(self.spec.input_shape)
+        expected = self._input_shape()
+        if expected is None:
+            return x
         if x.shape == expected:
             x = x[None]
         if x.shape[1:] != expected:
@@ -88,7 +134,7 @@ class Model:
         out = torch.cat(outputs) if outputs else torch.empty(0)
         if self.manifest.task == "regression":
             return Prediction(None, None, out.numpy())
-        final = self.spec.final_activation()
+        final = self.spec.final_activation() if self.spec is not None else None
         if final == "softmax":
             probabilities = out
         elif final == "sigmoid" and out.shape[-1] == 1:

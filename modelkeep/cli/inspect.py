@@ -1,4 +1,7 @@
-"""``modelkeep inspect FILE``: what a model file holds, read from its header alone (no torch)."""
+"""``modelkeep inspect FILE``: what a model file holds, read from its header alone (no torch).
+
+All the work is ``modelkeep.artifact.inspection.describe``; this module prints it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,61 +14,89 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("inspect", help="show a model file's layers, parameters and metadata")
     parser.add_argument("file")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--verify", action="store_true",
+                        help="also check the hash of every tensor (reads all the data; still no torch)")
     parser.set_defaults(handler=handle)
 
 
-def describe(path: str) -> dict[str, Any]:
+def describe(path: str, *, verify: bool = False) -> dict[str, Any]:
     """The JSON description ``inspect --json`` prints."""
-    from ..artifact.manifest import read_manifest
-    from ..spec.model import ModelSpec
-    from ..spec.params import count_parameters
+    from ..artifact.inspection import describe as describe_file
 
-    header, manifest = read_manifest(path)
-    report = count_parameters(ModelSpec.from_dict(manifest.spec_dict()))
-    history = manifest.history or {}
-    return {
-        "path": str(header.path),
-        "format_version": manifest.format_version,
-        "file_bytes": header.file_size,
-        "tensor_bytes": header.file_size - header.data_start,
-        "tensors": len(header.tensors),
-        "total_parameters": report.total,
-        "trainable_parameters": report.trainable,
-        "layers": [row.to_dict() for row in report.layers],
-        "task": manifest.task,
-        "labels": manifest.labels,
-        "signature": manifest.signature,
-        "metrics": manifest.metrics,
-        "hyperparameters": manifest.hyperparameters,
-        "preprocessing": (manifest.preprocessing or {}).get("type"),
-        "epochs_trained": len(history.get("epoch", [])),
-        "history": history,
-        "provenance": manifest.provenance,
-        "card": manifest.card,
-        "lineage": manifest.lineage,
-    }
+    return describe_file(path, verify=verify)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _pairs(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in record.items())
 
 
 def handle(args: argparse.Namespace) -> int:
-    info = describe(args.file)
+    info = describe(args.file, verify=args.verify)
     if args.json:
         print_json(info)
         return 0
     out = console()
-    rows = [[r["name"], r["kind"], "x".join(map(str, r["output_shape"] or [])), f"{r['parameters']:,}"]
-            for r in info["layers"]]
-    out.print(table(info["path"], ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
-    out.print(f"parameters  {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable)")
-    out.print(f"file        {info['file_bytes']:,} bytes, {info['tensors']} tensors, format v{info['format_version']}")
-    out.print(f"task        {info['task']}" + (f", labels {', '.join(info['labels'])}" if info["labels"] else ""))
+
+    def say(text: str) -> None:  # text from the file is never markup
+        out.print(text, markup=False, highlight=False)
+
+    arch = info["architecture"]
+    from rich.markup import escape  # names and labels come from the file: never let them be markup
+
+    rows = [[escape(str(r["name"])), escape(str(r["kind"])), "x".join(map(str, r["output_shape"] or [])),
+             f"{r['parameters']:,}"] for r in info["layers"]]
+    out.print(table(escape(info["path"]), ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
+    if arch["type"] == "spec":
+        say(f"architecture spec {arch['name']!r}, {arch['layers']} layers")
+    elif arch["type"] == "class":
+        say(f"architecture user class {arch['class']}({_pairs(arch['init'])}) "
+                  "[not imported; loading needs trust_code=True or model_class=]")
+    else:
+        say(f"architecture {arch['type']!r} ({arch['note']})")
+    say(f"parameters   {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable)")
+    sizes = info["sizes"]
+    say(f"file         {_bytes(info['file_bytes'])}: header {_bytes(sizes['header_bytes'])}, weights "
+              f"{_bytes(sizes['weight_bytes'])}"
+              + (f", optimizer {_bytes(sizes['optimizer_bytes'])}" if sizes["optimizer_bytes"] else "")
+              + f"; {info['tensors']} tensors, format v{info['format_version']}")
+    say(f"task         {info['task']}" + (f", labels {', '.join(info['labels'])}" if info["labels"] else ""))
+    signature = info["signature"] or {}
+    for direction in ("inputs", "outputs"):
+        for entry in signature.get(direction) or []:
+            shape = ", ".join("batch" if d is None else str(d) for d in entry.get("shape", []))
+            say(f"{direction[:-1]:<12} {entry.get('name')}: {entry.get('dtype')} ({shape})")
     if info["metrics"]:
-        out.print("metrics     " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in info["metrics"].items()))
+        say("metrics      " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in info["metrics"].items()))
     if info["epochs_trained"]:
-        out.print(f"history     {info['epochs_trained']} epochs ({', '.join(info['history'])})")
+        say(f"history      {info['epochs_trained']} epochs ({', '.join(info['history'])})")
     if info["preprocessing"]:
-        out.print(f"preprocess  {info['preprocessing']}")
-    for key in ("provenance", "card"):
-        if info[key]:
-            out.print(f"{key:<11} " + ", ".join(f"{k}={v}" for k, v in info[key].items()))
+        say(f"preprocess   {info['preprocessing']}")
+    if info["optimizer"]:
+        say(f"optimizer    {info['optimizer']['class']} state saved")
+    provenance = {k: v for k, v in (info["provenance"] or {}).items()
+                  if k in ("modelkeep_version", "torch_version", "created", "git_commit", "data_fingerprint")}
+    if provenance:
+        say("provenance   " + _pairs(provenance))
+    if info["card"]:
+        say("card         " + _pairs(info["card"]))
+    lineage = info["lineage"] or {}
+    if lineage.get("parent"):
+        say(f"lineage      {lineage.get('relation', 'child')} of {lineage['parent'].get('content_hash')}"
+                  + (f" ({lineage['parent']['source']})" if lineage["parent"].get("source") else ""))
+    say(f"content hash {info['content_hash']}")
+    integrity = info["integrity"]
+    if integrity["verified"]:
+        say(f"integrity    OK: {integrity['tensors']} tensors ({_bytes(integrity['tensor_bytes'])}) and "
+                  f"{integrity['metadata_values']} metadata values match their hashes")
+    else:
+        say("integrity    metadata and layout hashes OK; tensors not read (use --verify)")
     return 0
