@@ -77,3 +77,17 @@ def test_export_without_a_manifest_says_why(tmp_path, capsys):
     manager.save(TrainingState(torch.nn.Linear(2, 2)), Position(1, 0, 1))
     assert main(["export-checkpoint", str(tmp_path), str(tmp_path / "out.safetensors")]) == 2
     assert "holds no model manifest" in capsys.readouterr().err
+
+
+def test_export_with_optimizer_restores_into_a_fresh_optimizer(run_dir, tmp_path):
+    from modelkeep.artifact import load
+
+    directory, model = run_dir
+    out = tmp_path / "with-optimizer.safetensors"
+    assert main(["export-checkpoint", str(directory), str(out), "--with-optimizer"]) == 0
+    loaded = load(out)
+    optimizer = torch.optim.Adam(loaded.module.parameters(), lr=1e-3)
+    optimizer.load_state_dict(loaded.optimizer_state())
+    moments = [s["exp_avg"] for s in optimizer.state.values()]
+    assert len(moments) == len(list(model.parameters())) and all(m.abs().sum() > 0 for m in moments)
+    assert optimizer.state_dict()["state"][0]["step"] == 3

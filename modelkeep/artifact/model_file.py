@@ -37,7 +37,7 @@ OPTIMIZER_PREFIX = "__optimizer__/"
 CARD_FIELDS = ("license", "intended_use", "training_data", "limitations", "metrics")
 
 
-def _signature(spec: ModelSpec) -> dict[str, Any]:
+def spec_signature(spec: ModelSpec) -> dict[str, Any]:
     def entry(name: str, dtype: str = "float32") -> dict[str, Any]:
         return {"name": name, "dtype": dtype, "shape": [None, *spec.shapes[name]]}
 
@@ -154,7 +154,7 @@ def _required_arguments(cls: type) -> set[str]:
             if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors under ``__optimizer__/state/<param>/<key>`` and the JSON rest of ``optimizer.state_dict()``."""
     state_dict = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
     if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict:
@@ -276,7 +276,7 @@ def save(
     architecture = _architecture(model, spec, init)
     if signature is None:
         if spec is not None:
-            signature = _signature(spec)
+            signature = spec_signature(spec)
         elif example_input is not None:
             signature = _signature_from_example(model, example_input)
     if card is not None and not isinstance(card, Mapping):
@@ -288,7 +288,7 @@ def save(
         raise ConfigError(f"parameter names starting with {RESERVED_PREFIX!r} are reserved by the file format: {reserved[:3]}")
     optimizer_doc = None
     if optimizer is not None:
-        optimizer_tensors, optimizer_doc = _flatten_optimizer(optimizer)
+        optimizer_tensors, optimizer_doc = flatten_optimizer(optimizer)
         tensors.update(optimizer_tensors)
     manifest = {
         "format_version": FORMAT_VERSION,

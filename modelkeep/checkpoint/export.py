@@ -19,8 +19,6 @@ from ..errors import CheckpointError
 from .manager import CheckpointInfo, describe_checkpoint, read_checkpoint, step_of
 from .state import MODEL_PREFIX, decode_tree
 
-OPTIMIZER_KEY = "modelkeep.optimizer"
-OPTIMIZER_PREFIX = "optimizer/"
 
 
 def list_checkpoints(directory: str | os.PathLike[str], *, verify: bool = False) -> list[CheckpointInfo]:
@@ -91,28 +89,31 @@ def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[
     if manifest.get("lineage") is None:
         manifest["lineage"] = {"checkpoint": {"name": info.name, "step": info.step, "epoch": info.epoch,
                                               "batch": info.batch, "created": info.created}}
-    Manifest.model_validate(manifest)  # fail before writing, never after
     weights = {name[len(MODEL_PREFIX):]: t for name, t in tensors.items() if name.startswith(MODEL_PREFIX)}
+    if with_optimizer:
+        if "optimizer" not in doc["state"]:
+            raise CheckpointError(f"{info.path} holds no optimizer state to export")
+        # Re-encode in the model file's own layout, so load(...).optimizer_state() reads it back.
+        from ..artifact.model_file import flatten_optimizer
+
+        optimizer_tensors, manifest["optimizer"] = flatten_optimizer(decode_tree(doc["state"]["optimizer"], tensors))
+        weights.update(optimizer_tensors)
+    Manifest.model_validate(manifest)  # fail before writing, never after
     metadata = {
         "format": "pt",
         KEY_VERSION: str(FORMAT_VERSION),
         KEY_MANIFEST: json.dumps({k: v for k, v in manifest.items() if v is not None}, separators=(",", ":")),
     }
-    if with_optimizer:
-        if "optimizer" not in doc["state"]:
-            raise CheckpointError(f"{info.path} holds no optimizer state to export")
-        weights.update({name: t for name, t in tensors.items() if name.startswith(OPTIMIZER_PREFIX)})
-        metadata[OPTIMIZER_KEY] = json.dumps(doc["state"]["optimizer"], separators=(",", ":"))
     return write_tensors(out, weights, metadata, durable=durable)
 
 
 def _signature(architecture: dict[str, Any]) -> dict[str, Any] | None:
     if architecture.get("type") != "spec":
         return None
-    from ..artifact.model_file import _signature as signature_of  # the same signature modelkeep.save writes
+    from ..artifact.model_file import spec_signature  # the same signature modelkeep.save writes
     from ..spec.model import ModelSpec
 
-    return signature_of(ModelSpec.from_dict(architecture["spec"]))
+    return spec_signature(ModelSpec.from_dict(architecture["spec"]))
 
 
 def manifest_pieces(model: Any, *, spec: Any = None, labels: Any = None, preprocessing: Any = None,
