@@ -15,15 +15,17 @@ import json
 import mmap
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, Iterable, Mapping
 
 import torch
 
-from ..checkpoint.atomic import atomic_write
+from ..checkpoint.atomic import atomic_write, start_writeback
 from ..errors import FormatError
-from .format import DTYPE_SIZES, KEY_INTEGRITY, RESERVED_PREFIX, encode_header, read_header
+from .format import DTYPE_SIZES, KEY_INTEGRITY, RESERVED_PREFIX, TensorEntry, encode_header, read_header
 from .integrity import (
     DIGEST_CHARS, HASH_ALGORITHM, hash_bytes, layout_digest, read_integrity, verify_header, verify_tensor_bytes,
+    PARALLEL_MIN_BYTES, verify_tensors,
 )
 
 _PLACEHOLDER = "0" * DIGEST_CHARS
@@ -90,14 +92,29 @@ def write_tensors(
         metadata[KEY_INTEGRITY] = json.dumps(integrity_doc, separators=(",", ":"))
     header = encode_header(entries, metadata)
 
+    total = sum(nbytes for *_, nbytes in entries)
     with atomic_write(path, durable=durable) as handle:
         handle.write(header)
         digests: dict[str, str] = {}
-        for name, _dtype, _shape, tensor in prepared:
-            data = _as_bytes(tensor)
-            if integrity:
-                digests[name] = hash_bytes(data)
-            handle.write(data)
+        # Hash each tensor in a helper thread while this one writes it (both release the GIL and
+        # read the same bytes, so the second reader mostly finds them in cache).
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="modelkeep-hash") \
+            if integrity and total >= PARALLEL_MIN_BYTES else None
+        try:
+            writer = _Writer(handle, early_writeback=durable)
+            for name, _dtype, _shape, tensor in prepared:
+                data = _as_bytes(tensor)
+                if hasher is not None:
+                    pending = hasher.submit(hash_bytes, data)
+                    writer.write(data)
+                    digests[name] = pending.result()
+                else:
+                    if integrity:
+                        digests[name] = hash_bytes(data)
+                    writer.write(data)
+        finally:
+            if hasher is not None:
+                hasher.shutdown(wait=True, cancel_futures=True)
         if integrity_doc is not None:
             integrity_doc["tensors"] = digests
             metadata[KEY_INTEGRITY] = json.dumps(integrity_doc, separators=(",", ":"))
@@ -107,6 +124,38 @@ def write_tensors(
             handle.seek(0)
             handle.write(final)
     return path
+
+
+#: Durable writes ask the kernel to start writing every this many bytes (``atomic.start_writeback``),
+#: so the disk works while serialisation goes on and the closing fsync only waits for the tail.
+WRITEBACK_STEP = 32 << 20
+
+
+class _Writer:
+    """Writes through ``handle``; with ``early_writeback``, in steps that each start their own write-back."""
+
+    def __init__(self, handle: BinaryIO, *, early_writeback: bool) -> None:
+        self.handle = handle
+        self.early_writeback = early_writeback
+        if early_writeback:
+            handle.flush()  # from here on, the file offset is what the kernel has been given
+        self.offset = handle.tell()
+        self.flushed = 0
+
+    def write(self, data: memoryview) -> None:
+        if not self.early_writeback:
+            self.handle.write(data)
+            return
+        for start in range(0, len(data), WRITEBACK_STEP):
+            chunk = data[start:start + WRITEBACK_STEP]
+            self.handle.write(chunk)
+            self.offset += len(chunk)
+            if self.offset - self.flushed >= WRITEBACK_STEP:
+                # Small writes may still sit in the file object's buffer; the hint just covers less then.
+                if start_writeback(self.handle.fileno(), self.flushed, self.offset - self.flushed):
+                    self.flushed = self.offset
+                else:
+                    self.early_writeback = False  # unavailable here: plain writes, the fsync does it all
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
@@ -163,7 +212,19 @@ class TensorFile:
         return flat.reshape(entry.shape)
 
     def tensors(self, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        return {name: self.tensor(name) for name in (self.names() if names is None else names)}
+        names = self.names() if names is None else list(names)
+        if self.integrity is not None:
+            # Check every pending hash up front, in parallel when it is worth it (``verify_tensors``);
+            # unknown names are left for ``tensor`` to report.
+            pending: dict[str, TensorEntry] = {}
+            for name in names:
+                entry = self.header.tensors.get(name)
+                if entry is not None and entry.nbytes and name not in self._verified:
+                    pending[name] = entry
+            if len(pending) > 1:
+                verify_tensors(self.header, self.integrity, pending.values(), self._map)
+                self._verified.update(pending)
+        return {name: self.tensor(name) for name in names}
 
     def close(self) -> None:
         # Tensors made from the map keep it alive; dropping our reference is enough.

@@ -14,10 +14,45 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 TEMP_MARKER = ".modelkeep-tmp-"
+
+#: ``SYNC_FILE_RANGE_WRITE`` from <fcntl.h>: start write-out of dirty pages in the range, do not wait.
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: object = None  # None: not looked up yet; False: unavailable; else the libc function
+
+
+def _load_sync_file_range() -> object:
+    global _sync_file_range
+    if _sync_file_range is None:
+        _sync_file_range = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                function = ctypes.CDLL(None, use_errno=True).sync_file_range
+                function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                function.restype = ctypes.c_int
+                _sync_file_range = function
+            except (OSError, AttributeError, ImportError):
+                pass
+    return _sync_file_range
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> bool:
+    """Ask the kernel to start writing ``[offset, offset + nbytes)`` of ``fd`` to disk now, without waiting.
+
+    A hint for durable writers (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``): the final
+    fsync then only waits for the tail. It guarantees nothing about durability; that is still
+    the fsync's job. Returns False, silently, where it is unavailable or fails.
+    """
+    function = _load_sync_file_range()
+    if not function or nbytes <= 0:
+        return False
+    return function(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]
 
 
 def temporary_name(destination: Path) -> Path:
