@@ -17,6 +17,7 @@ test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m ''
 
 bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 setup: $(VENV)/.installed-test

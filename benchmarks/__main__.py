@@ -18,12 +18,12 @@ from rich.console import Console
 
 from ._harness import DEFAULT_TMP_ROOT, Context, describe_disk, machine_info, print_report, scratch_dir
 
-# Order is the run order. Planned: bench_train_speed (raw loop / Lightning / Keras),
-# bench_checkpoint_pause, bench_load_variants.
+# Order is the run order.
 BENCHMARKS = [
     "bench_save_load",
     "bench_checkpoint",
     "bench_inspect",
+    "bench_train",
 ]
 
 

@@ -29,8 +29,11 @@ _EXPORTS = {
     "build": "nn", "SpecModule": "nn",
     # data
     "load_dataset": "data", "split_dataset": "data", "Dataset": "data", "Standardize": "data",
+    "load_data": "data", "kfold_splits": "data", "ImageFolder": "data", "MinMaxScale": "data", "Rescale": "data",
     # train
     "fit": "train", "evaluate": "train", "History": "train", "FitResult": "train",
+    "EarlyStopping": "train", "Callback": "train", "TrainState": "train", "compute_metrics": "train",
+    "plot_history": "train", "seed_everything": "train",
     # artifact
     "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact",
     "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
@@ -62,9 +65,11 @@ if TYPE_CHECKING:  # pragma: no cover
                            export_json, import_json, load, load_weights, manifest_schema, read_header, read_manifest,
                            read_tensors, save, verify_file, write_tensors)
     from .checkpoint import atomic_write
-    from .data import Dataset, Standardize, load_dataset, split_dataset
+    from .data import (Dataset, ImageFolder, MinMaxScale, Rescale, Standardize, kfold_splits, load_data,
+                       load_dataset, split_dataset)
     from .errors import *  # noqa: F403
     from .nn import SpecModule, build
     from .spec import INITIALIZERS, LAYER_KINDS, ModelSpec, ParameterReport, count_parameters, load_spec, register_kind
     from .zoo import ZOO, get_spec, list_models, register_model, resolve_spec
-    from .train import FitResult, History, evaluate, fit
+    from .train import (Callback, EarlyStopping, FitResult, History, TrainState, compute_metrics, evaluate, fit,
+                        plot_history, seed_everything)

@@ -21,8 +21,15 @@ COMMAND_MODULES = [
     "quickstart",
     "params",
     "zoo",
+    "train",
+    "evaluate",
+    "cv",
     "inspect",
     "predict",
+    "diff",
+    "convert",
+    "checkpoints",
+    "export_checkpoint",
 ]
 
 EXIT_USER_ERROR = 2
@@ -59,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("modelkeep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def run() -> None:

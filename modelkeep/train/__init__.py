@@ -1,10 +1,14 @@
-"""Training: ``fit`` and ``evaluate``, losses and optimizers by name, history and progress."""
-from .fit import Callback, FitResult, TrainState, evaluate, fit
-from .history import History
+"""Training: ``fit`` and ``evaluate``; losses, optimizers, schedules and metrics by name; callbacks, history, progress."""
+from .callbacks import Callback, CallbackList, EarlyStopping, Stateful
+from .fit import FitResult, TrainState, epoch_permutation, evaluate, fit, seed_everything
+from .history import History, plot_history
 from .losses import LOSSES, make_loss
+from .metrics import MetricAccumulator, compute_metrics
 from .optimizers import OPTIMIZERS, make_optimizer
+from .schedules import SCHEDULES, Schedule, make_schedule
 
 __all__ = [
-    "Callback", "FitResult", "History", "LOSSES", "OPTIMIZERS", "TrainState",
-    "evaluate", "fit", "make_loss", "make_optimizer",
+    "Callback", "CallbackList", "EarlyStopping", "FitResult", "History", "LOSSES", "MetricAccumulator", "OPTIMIZERS",
+    "SCHEDULES", "Schedule", "Stateful", "TrainState", "compute_metrics", "epoch_permutation", "evaluate", "fit",
+    "make_loss", "make_optimizer", "make_schedule", "plot_history", "seed_everything",
 ]

@@ -1,12 +1,13 @@
-"""Losses by name.
+"""Losses by name: MSE, RMSE, MAE, Huber, binary and categorical cross-entropy (with label smoothing).
 
 Each loss is built knowing whether the model ends in a softmax/sigmoid (it then
 outputs probabilities) or in raw logits, so that cross-entropy is computed the
-numerically stable way whenever it can be.
+numerically stable way whenever it can be. Targets may be class indices
+(int64), one-hot or probability rows (float), or regression values.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,28 +16,95 @@ from .._registry import Registry
 from ..errors import ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: Registry[Callable[[str | None], LossFn]] = Registry("loss", ConfigError)
+LOSSES: Registry[Callable[..., LossFn]] = Registry("loss", ConfigError)
+
+_EPS = 1e-7
 
 
-@LOSSES.register("categorical_crossentropy", aliases=("cross_entropy", "crossentropy"))
-def categorical_crossentropy(final_activation: str | None) -> LossFn:
-    """Cross-entropy against class indices (int64), from logits or from softmax probabilities."""
+def _check_smoothing(label_smoothing: float) -> float:
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    return float(label_smoothing)
+
+
+@LOSSES.register("categorical_crossentropy", aliases=("cross_entropy", "crossentropy", "categorical_cross_entropy"))
+def categorical_crossentropy(final_activation: str | None, *, label_smoothing: float = 0.0) -> LossFn:
+    """Cross-entropy against class indices (int64) or probability rows, from logits or softmax probabilities.
+
+    ``label_smoothing`` mixes the target with the uniform distribution, as ``torch.nn.CrossEntropyLoss`` does.
+    """
+    smoothing = _check_smoothing(label_smoothing)
     if final_activation == "softmax":
-        return lambda probs, target: F.nll_loss(torch.log(probs.clamp_min(1e-12)), target)
-    return lambda logits, target: F.cross_entropy(logits, target)
+        def from_probabilities(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            log_probs = torch.log(probs.clamp_min(1e-12))
+            if not target.is_floating_point() and smoothing == 0.0:
+                return F.nll_loss(log_probs, target)
+            classes = probs.shape[-1]
+            if not target.is_floating_point():
+                target = F.one_hot(target, classes).to(log_probs.dtype)
+            if smoothing:
+                target = target * (1 - smoothing) + smoothing / classes
+            return -(target * log_probs).sum(dim=-1).mean()
+
+        return from_probabilities
+    return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+
+@LOSSES.register("binary_crossentropy", aliases=("bce", "binary_cross_entropy"))
+def binary_crossentropy(final_activation: str | None, *, label_smoothing: float = 0.0) -> LossFn:
+    """Binary cross-entropy for one output column (logit or sigmoid probability) against 0/1 targets.
+
+    With label smoothing ``s`` the targets become ``t(1-s) + s/2``. Multi-column outputs are
+    treated as independent binary labels (multi-label classification).
+    """
+    smoothing = _check_smoothing(label_smoothing)
+
+    def targets_like(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.reshape(output.shape).to(output.dtype)
+        return target * (1 - smoothing) + 0.5 * smoothing if smoothing else target
+
+    if final_activation in ("sigmoid", "softmax"):
+        return lambda probs, target: F.binary_cross_entropy(probs.clamp(_EPS, 1 - _EPS), targets_like(probs, target))
+    return lambda logits, target: F.binary_cross_entropy_with_logits(logits, targets_like(logits, target))
+
+
+def _regression_target(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class indices become one-hot rows (so MSE can train a classifier); values take the output's shape."""
+    if not target.is_floating_point() and output.ndim == 2 and output.shape[1] > 1:
+        return F.one_hot(target, output.shape[1]).to(output.dtype)
+    return target.reshape(output.shape).to(output.dtype)
 
 
 @LOSSES.register("mse", aliases=("mean_squared_error",))
 def mse(final_activation: str | None) -> LossFn:
     """Mean squared error; class-index targets are one-hot encoded first."""
-
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.dtype == torch.int64 and output.ndim == 2:
-            target = F.one_hot(target, output.shape[1]).to(output.dtype)
-        return F.mse_loss(output, target.reshape(output.shape).to(output.dtype))
-
-    return loss
+    return lambda output, target: F.mse_loss(output, _regression_target(output, target))
 
 
-def make_loss(name: str, final_activation: str | None = None) -> LossFn:
-    return LOSSES.get(name)(final_activation)
+@LOSSES.register("rmse", aliases=("root_mean_squared_error",))
+def rmse(final_activation: str | None) -> LossFn:
+    """Square root of the batch's mean squared error (the epoch figure is the mean of batch values)."""
+    return lambda output, target: torch.sqrt(F.mse_loss(output, _regression_target(output, target)) + 1e-12)
+
+
+@LOSSES.register("mae", aliases=("mean_absolute_error", "l1"))
+def mae(final_activation: str | None) -> LossFn:
+    """Mean absolute error."""
+    return lambda output, target: F.l1_loss(output, _regression_target(output, target))
+
+
+@LOSSES.register("huber", aliases=("smooth_l1",))
+def huber(final_activation: str | None, *, delta: float = 1.0) -> LossFn:
+    """Huber loss: squared below ``delta``, linear above it."""
+    if float(delta) <= 0:
+        raise ConfigError(f"huber delta must be positive, got {delta}")
+    return lambda output, target: F.huber_loss(output, _regression_target(output, target), delta=float(delta))
+
+
+def make_loss(name: str, final_activation: str | None = None, **options: Any) -> LossFn:
+    """A loss function by name, e.g. ``make_loss("categorical_crossentropy", label_smoothing=0.1)``."""
+    factory = LOSSES.get(name)
+    try:
+        return factory(final_activation, **options)
+    except TypeError:
+        raise ConfigError(f"loss {name!r} does not accept options {sorted(options)}") from None
