@@ -17,8 +17,6 @@ on the GPU when there is one, else on the CPU:
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import torch
 

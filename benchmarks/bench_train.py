@@ -63,7 +63,6 @@ def _spec(features: int) -> dict[str, Any]:
 
 
 def worker(tool: str, samples: int, epochs: int) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ instance. A miss raises an error that lists close names ("did you mean ...?").
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from .errors import ModelkeepError
 

@@ -478,7 +478,7 @@ def load_weights(
     ``FormatError`` and nothing is copied. No code from the file runs.
     """
     expected = module.state_dict()
-    loaded, mismatched, unexpected = [], [], []
+    mismatched, unexpected = [], []
     with TensorFile(path, verify=verify) as handle:
         state = {}
         for file_name in handle.names(reserved=False):

@@ -1,11 +1,10 @@
 """Pooling: max and average over windows (1-D, 2-D), adaptive average, and global average."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Union
 
-from pydantic import Field
 
-from ..kinds import Fields, LayerKind, Shape, as_tuple, conv_length, register_kind
+from ..kinds import Fields, LayerKind, Shape, as_tuple, register_kind
 
 _AXES = {1: "(channels, length)", 2: "(channels, height, width)"}
 
