@@ -122,3 +122,10 @@ def test_errors_exit_2_with_one_line(quickstart_run, tmp_path):
 def test_debug_shows_traceback(tmp_path):
     result = modelkeep("--debug", "inspect", str(tmp_path / "absent.safetensors"))
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_system_errors_are_one_line_too(tmp_path):
+    folder = tmp_path / "a-folder.safetensors"
+    folder.mkdir()
+    _one_line_error(modelkeep("inspect", str(folder)), "folder")
+    _one_line_error(modelkeep("params", str(folder)))

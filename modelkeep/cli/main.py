@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except ModelkeepError as exc:
+    except BrokenPipeError:
+        return _broken_pipe()
+    except (ModelkeepError, OSError) as exc:
+        # OSError covers what the system refused: permission denied, a folder given as a file, a full disk.
         if args.debug:
             raise
         message = " ".join(str(exc).split())  # one line, whatever the message holds
@@ -66,12 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("modelkeep: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader (`| head`) went away: stop quietly, as Unix tools do.
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+
+def _broken_pipe() -> int:
+    """The reader (`| head`) went away: stop quietly, as Unix tools do."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 def run() -> None:

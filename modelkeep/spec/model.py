@@ -117,6 +117,8 @@ class ModelSpec:
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelSpec":
         path = Path(path)
+        if path.is_dir():
+            raise SpecError(f"{str(path)!r} is a folder, not a spec file (.json or .yaml)")
         if not path.is_file():
             raise ModelNotFoundError(f"spec file {str(path)!r} does not exist")
         text = path.read_text(encoding="utf-8")

@@ -30,7 +30,7 @@ def resolve_spec(source: str | Path, *, overrides: dict[str, Any] | None = None,
             input_shape = None
         data = entry.spec_dict(**overrides)
     elif path.suffix.lower() in (".json", ".yaml", ".yml") or "/" in str(source):
-        raise ModelNotFoundError(f"spec file {str(source)!r} does not exist")
+        return ModelSpec.from_file(path)  # raises, saying whether the file is missing or a folder
     else:
         close = difflib.get_close_matches(str(source).lower(), ZOO.names(), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
