@@ -21,6 +21,7 @@ _EXPORTS = {
     "ModelkeepError": "errors", "SpecError": "errors", "ShapeError": "errors", "FormatError": "errors",
     "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
     "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
+    "TrainingInterrupted": "errors",
     # spec
     "ModelSpec": "spec", "load_spec": "spec", "count_parameters": "spec", "LAYER_KINDS": "spec",
     "INITIALIZERS": "spec", "ParameterReport": "spec", "register_kind": "spec",
@@ -34,7 +35,8 @@ _EXPORTS = {
     # train
     "fit": "train", "evaluate": "train", "History": "train", "FitResult": "train",
     "EarlyStopping": "train", "Callback": "train", "TrainState": "train", "compute_metrics": "train",
-    "plot_history": "train", "seed_everything": "train",
+    "plot_history": "train", "seed_everything": "train", "CheckpointSettings": "train",
+    "set_aside_checkpoints": "train",
     # artifact
     "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact",
     "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
@@ -42,7 +44,8 @@ _EXPORTS = {
     "diff_files": "artifact", "export_json": "artifact", "import_json": "artifact", "verify_file": "artifact",
     "content_hash": "artifact", "Manifest": "artifact", "read_manifest": "artifact", "manifest_schema": "artifact",
     # checkpoint
-    "atomic_write": "checkpoint",
+    "atomic_write": "checkpoint", "CheckpointManager": "checkpoint", "list_checkpoints": "checkpoint",
+    "export_checkpoint": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -59,12 +62,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .artifact import (Manifest, Model, Prediction, TensorFile, WeightsReport, content_hash, describe, diff_files,
                            export_json, import_json, load, load_weights, manifest_schema, read_header, read_manifest,
                            read_tensors, save, verify_file, write_tensors)
-    from .checkpoint import atomic_write
+    from .checkpoint import CheckpointManager, atomic_write, export_checkpoint, list_checkpoints
     from .data import (Dataset, ImageFolder, MinMaxScale, Rescale, Standardize, kfold_splits, load_data,
                        load_dataset, split_dataset)
     from .errors import *  # noqa: F403
     from .nn import SpecModule, build
     from .spec import INITIALIZERS, LAYER_KINDS, ModelSpec, ParameterReport, count_parameters, load_spec, register_kind
     from .zoo import ZOO, get_spec, list_models, register_model, resolve_spec
-    from .train import (Callback, EarlyStopping, FitResult, History, TrainState, compute_metrics, evaluate, fit,
-                        plot_history, seed_everything)
+    from .train import (Callback, CheckpointSettings, EarlyStopping, FitResult, History, TrainState, compute_metrics,
+                        evaluate, fit, plot_history, seed_everything, set_aside_checkpoints)

@@ -56,3 +56,23 @@ class TrainingError(ModelkeepError, RuntimeError):
 
 class CheckpointError(ModelkeepError, OSError):
     """A checkpoint could not be written or no usable checkpoint could be read."""
+
+
+class TrainingInterrupted(ModelkeepError, RuntimeError):
+    """Training stopped on request (SIGTERM, SIGINT) after saving a checkpoint; running it again resumes.
+
+    ``checkpoint`` is the name of the checkpoint saved at the stop (None if that save failed, in which
+    case the previous checkpoint is the one a resume uses), ``directory`` the checkpoint folder,
+    ``signal`` the signal's name and ``exit_code`` the conventional status (128 + signal number).
+    """
+
+    def __init__(self, message: str, *, checkpoint: str | None = None, directory: str | None = None,
+                 signal: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.checkpoint, self.directory, self.signal, self.exit_code = checkpoint, directory, signal, exit_code
+
+    def resume_message(self, resume_command: str) -> str:
+        """One line: what happened and the exact command that continues the run."""
+        saved = (f"checkpoint {self.checkpoint} saved" if self.checkpoint
+                 else "the checkpoint could not be saved; a resume starts from the previous one")
+        return f"modelkeep: received {self.signal or 'a stop request'}; {saved}. Resume with: {resume_command}"

@@ -33,6 +33,8 @@ class QuickstartReport:
     reloaded_accuracy: float
     samples: list[dict[str, Any]]
     file_bytes: int
+    checkpoint_dir: Path | None = None
+    resumed_from: str | None = None
 
 
 def run_quickstart(
@@ -42,8 +44,13 @@ def run_quickstart(
     seed: int = 0,
     progress: str | bool = "auto",
     model_name: str = "model.safetensors",
+    resume: bool = True,
 ) -> QuickstartReport:
-    """Train the digits CNN, save it to ``out_dir/model.safetensors``, reload it and predict."""
+    """Train the digits CNN, save it to ``out_dir/model.safetensors``, reload it and predict.
+
+    Training checkpoints every epoch into ``out_dir/checkpoints`` (asynchronously; the last 2 and
+    the best by validation loss are kept), so an interrupted quickstart run again resumes.
+    """
     import numpy as np
 
     from .artifact import load, save
@@ -51,6 +58,7 @@ def run_quickstart(
     from .nn import build
     from .spec import load_spec
     from .train import fit
+    from .train.checkpointing import CheckpointSettings
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +72,9 @@ def run_quickstart(
         model, splits.train, splits.validation, splits.test,
         loss="categorical_crossentropy", optimizer="adam", learning_rate=1e-3,
         epochs=epochs, batch_size=32, seed=seed, preprocessing=Standardize(per_feature=False), progress=progress,
+        checkpoint=CheckpointSettings(directory=str(out / "checkpoints"), every_steps=None, every_epochs=1,
+                                      keep_last=2, keep_best=1, monitor="val_loss", asynchronous=True),
+        resume=resume,
     )
     model_path = save(
         result, out / model_name,
@@ -80,4 +91,4 @@ def run_quickstart(
         for i in range(min(8, len(splits.test)))
     ]
     return QuickstartReport(model_path, spec_path, result.test_metrics["accuracy"], reloaded_accuracy, samples,
-                            model_path.stat().st_size)
+                            model_path.stat().st_size, Path(result.checkpoint_dir), result.resumed_from)

@@ -1,7 +1,14 @@
-"""``modelkeep train CONFIG.yaml [--run-dir DIR] [--set key=value ...]``: train from a config, save, report."""
+"""``modelkeep train CONFIG.yaml [--run-dir DIR] [--restart] [--set key=value ...]``: train from a config, save, report.
+
+Run again on the same folder, the command resumes from the newest good checkpoint in
+``DIR/checkpoints``; ``--restart`` moves those into ``DIR/checkpoints/previous/`` and starts over.
+SIGTERM or Ctrl-C saves a checkpoint at the next step and prints the command that resumes.
+"""
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from ._output import console, print_json, table
@@ -13,6 +20,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", type=Path, help="output folder (default: runs/<config name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (dotted keys, YAML values), e.g. --set epochs=5; repeatable")
+    parser.add_argument("--restart", action="store_true",
+                        help="start over: move the run folder's checkpoints into checkpoints/previous/ "
+                             "(replacing an older previous/) instead of resuming from them")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress output")
     output.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
@@ -21,12 +31,65 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
+class _ResumeNotice:
+    """Prints where a resumed run picks up (a callback: fit calls it once, after restoring)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def on_train_begin(self, state, logs) -> None:
+        if state.resumed_from:
+            print(f"resuming from {state.resumed_from.removesuffix('.safetensors')} (epoch {state.epoch}, "
+                  f"batch {state.batch}, step {state.step})", file=self.stream, flush=True)
+
+
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that continues this run: the same one, with the run folder spelled out and no --restart."""
+    command = ["modelkeep", "train", str(args.config), "--run-dir", str(run_dir)]
+    for override in args.overrides:
+        command += ["--set", override]
+    if args.quiet:
+        command.append("--quiet")
+    elif args.progress != "auto":
+        command += ["--progress", args.progress]
+    if args.json:
+        command.append("--json")
+    return shlex.join(command)
+
+
+def _show_checkpoint_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"modelkeep: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
 def handle(args: argparse.Namespace) -> int:
-    from ..train.config import load_config, run_training
+    import warnings
+
+    from ..checkpoint.manager import CheckpointWarning
+    from ..errors import TrainingInterrupted
+    from ..train.checkpointing import set_aside_checkpoints
+    from ..train.config import CHECKPOINTS, load_config, run_training
 
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / (config.raw.get("name") or Path(args.config).stem)
-    run = run_training(config, run_dir, progress=False if args.quiet else args.progress)
+    # Status lines go to stderr when stdout carries JSON.
+    status = sys.stderr if args.json else sys.stdout
+    if args.restart:
+        moved = set_aside_checkpoints(run_dir / CHECKPOINTS)
+        if moved is not None:
+            print(f"--restart: moved the earlier checkpoints to {moved}/ (delete it when no longer needed)",
+                  file=status, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CheckpointWarning)
+        previous = warnings.showwarning
+        warnings.showwarning = lambda message, category, *rest: (
+            _show_checkpoint_warnings(message, category, *rest) if issubclass(category, CheckpointWarning)
+            else previous(message, category, *rest))
+        try:
+            run = run_training(config, run_dir, progress=False if args.quiet else args.progress,
+                               callbacks=[_ResumeNotice(status)])
+        except TrainingInterrupted as stop:
+            print(stop.resume_message(resume_command(args, run_dir)), file=sys.stderr, flush=True)
+            return stop.exit_code
     result = run.result
     if args.json:
         print_json({"run_dir": str(run.run_dir), "model": str(run.model_path), "test": result.test_metrics,

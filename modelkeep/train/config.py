@@ -15,11 +15,14 @@ optimizer, schedule, epochs, batch size, metrics and early stopping::
     batch_size: 64
     metrics: [accuracy, f1]
     early_stopping: {monitor: val_loss, patience: 5}
+    checkpoint: {every_steps: 500, keep_last: 3}  # the default; `checkpoint: false` turns it off
 
 Everything is checked (unknown keys, names, missing files) before any training,
 and errors are ``ConfigError``/``DataError``/``ModelNotFoundError`` with one clear line.
-The run folder layout (``model.safetensors``, ``history.csv``/``.json``,
-``curves.png``, ``config.yaml``, ``metrics.json``) leaves room for checkpoints.
+The run folder layout: ``model.safetensors``, ``history.csv``/``.json``,
+``curves.png``, ``config.yaml``, ``metrics.json`` and ``checkpoints/`` (see
+``checkpointing.CheckpointSettings``); a run started again on the same folder
+resumes from its newest good checkpoint.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from ..errors import ConfigError, DataError, ModelNotFoundError
 KNOWN_KEYS = {
     "model", "data", "preprocessing", "loss", "optimizer", "learning_rate", "weight_decay", "schedule", "epochs",
     "batch_size", "metrics", "early_stopping", "seed", "accumulate", "clip_norm", "clip_value", "validate_every",
-    "deterministic", "precision", "device", "num_workers", "name", "card",
+    "deterministic", "precision", "device", "num_workers", "name", "card", "checkpoint",
 }
 DEFAULTS: dict[str, Any] = {
     "preprocessing": None, "loss": "categorical_crossentropy", "optimizer": "adam", "learning_rate": 1e-3,
@@ -175,6 +178,7 @@ def _check_names(config: TrainConfig) -> None:
         raise ConfigError(f"learning_rate must be a positive number, got {learning_rate!r}")
     make_schedule(config["schedule"])
     make_early_stopping(config["early_stopping"])
+    checkpoint_settings(config, ".")
     epochs = config["epochs"]
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -279,6 +283,16 @@ def fit_options(config: TrainConfig, *, progress: Any = "auto") -> dict[str, Any
     }
 
 
+CHECKPOINTS = "checkpoints"  # the checkpoint folder inside a run folder
+
+
+def checkpoint_settings(config: TrainConfig, run_dir: str | Path):
+    """The config's ``checkpoint:`` section (on by default) with its folder inside ``run_dir``."""
+    from .checkpointing import CheckpointSettings
+
+    return CheckpointSettings.from_config(config.raw.get("checkpoint"), directory=Path(run_dir) / CHECKPOINTS)
+
+
 @dataclass
 class TrainRun:
     """What ``run_training`` produced."""
@@ -289,8 +303,13 @@ class TrainRun:
     files: list[Path]
 
 
-def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "auto") -> TrainRun:
-    """Split the data, train, test once, and write the model file, history, curves, config and metrics."""
+def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "auto", resume: bool = True,
+                 callbacks: Sequence[Any] = ()) -> TrainRun:
+    """Split the data, train, test once, and write the model file, history, curves, config and metrics.
+
+    Checkpoints go to ``run_dir/checkpoints``; with ``resume`` a folder that holds some continues
+    from the newest good one (``resume=False`` moves them into ``checkpoints/previous/`` first).
+    """
     import yaml
 
     from ..artifact import save
@@ -303,7 +322,8 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     splits = split_dataset(dataset, fractions=fractions, seed=split_seed)
     model = build_model(config, dataset)
     result = fit(model, splits.train, splits.validation if len(splits.validation) else None,
-                 splits.test if len(splits.test) else None, **fit_options(config, progress=progress))
+                 splits.test if len(splits.test) else None, **fit_options(config, progress=progress),
+                 checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks))
     source, options, _, _ = _data_settings(config)
     result.hyperparameters["data"] = {"source": str(config["data"]["name"] if isinstance(config["data"], dict) and "name" in config["data"] else source),
                                       "options": options, "split": list(fractions), "split_seed": split_seed}

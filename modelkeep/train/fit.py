@@ -8,7 +8,9 @@ of ``(seed, e)`` (``epoch_permutation``), so a run can resume at any
 ``(epoch, batch)`` with nothing else about the data. What else a resume needs
 is stateful and says so: model, optimizer, schedule, GradScaler, callbacks
 (``state_dict``), the history, the epoch's running loss and the global RNGs
-(dropout).
+(dropout). ``fit(..., checkpoint=DIR)`` saves all of it at step and epoch
+boundaries and resumes from it (``checkpointing._Checkpointing``; the loop
+only calls it at those two places).
 
 Speed: in-memory data is moved to the device once and batches are gathered by
 index there (no DataLoader, no collation); the epoch's losses stay on the
@@ -36,6 +38,8 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import ConfigError, DataError, TrainingError
 from .callbacks import Callback, CallbackList, EarlyStopping, make_early_stopping
+from .checkpointing import (CheckpointSettings, _Checkpointing, _NoCheckpoints, architecture_digest,
+                            run_fingerprint)
 from .history import History
 from .losses import make_loss
 from .metrics import MetricAccumulator, check_metric_names
@@ -66,6 +70,7 @@ class TrainState:
     stop_training: bool = False
     model: torch.nn.Module | None = field(default=None, repr=False)
     seed: int = 0
+    resumed_from: str | None = None  # the checkpoint this run resumed from (None on a fresh start)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step}
@@ -91,6 +96,8 @@ class FitResult:
     step_history: History | None = None  # validations every N steps, when asked for
     stopped_early: bool = False
     best_epoch: int | None = None
+    resumed_from: str | None = None  # the checkpoint training resumed from, if any
+    checkpoint_dir: str | None = None  # where the run's checkpoints are, when it took any
 
 
 def seed_everything(seed: int) -> None:
@@ -309,13 +316,17 @@ class _EpochLoss:
         recent = self.losses[since:]
         return bool(recent) and not bool(torch.isfinite(torch.stack(recent)).all())
 
-    def state_dict(self) -> dict[str, float]:
-        count = self.carried_count + sum(self.sizes)
-        return {"sum": self.mean() * max(count, 1), "count": count}
+    def state_dict(self) -> dict[str, Any]:
+        """The batch losses themselves (one stacked tensor), so a resumed epoch's mean is bit-identical."""
+        losses = torch.stack(self.losses) if self.losses else torch.zeros(0)
+        return {"losses": losses, "sizes": list(self.sizes), "carried_sum": self.carried_sum,
+                "carried_count": self.carried_count}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.losses, self.sizes = [], []
-        self.carried_sum, self.carried_count = float(state["sum"]), int(state["count"])
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        losses = state["losses"]
+        self.losses = list(losses.to(device).unbind()) if len(losses) else []
+        self.sizes = [int(size) for size in state["sizes"]]
+        self.carried_sum, self.carried_count = float(state["carried_sum"]), int(state["carried_count"])
 
 
 class _Run:
@@ -342,6 +353,32 @@ class _Run:
         self.epoch_loss = _EpochLoss()
         self.last_validation: dict[str, float] = {}
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self.checkpoints: Any = _NoCheckpoints()  # fit() puts a _Checkpointing here when asked to
+        self.epoch_started = 0.0
+        self.epoch_seconds_before = 0.0  # time the epoch in progress ran before a resume
+
+    # ----------------------------------------------------------------------------------------------- resume
+
+    def loop_state(self) -> dict[str, Any]:
+        """The loop's own state a checkpoint needs besides model, optimizer, schedule, callbacks and RNGs."""
+        return {
+            "epoch_loss": self.epoch_loss.state_dict(),
+            "history": self.history.records,
+            "step_history": self.step_history.records if self.step_history is not None else None,
+            "last_validation": self.last_validation,
+            "stop_training": self.state.stop_training,
+            "epoch_seconds": time.perf_counter() - self.epoch_started if self.state.batch else 0.0,
+        }
+
+    def load_loop_state(self, position: Any, loop: dict[str, Any]) -> None:
+        self.state.epoch, self.state.batch, self.state.step = position.epoch, position.batch, position.step
+        self.epoch_loss.load_state_dict(loop["epoch_loss"], self.device)
+        self.history = History([dict(record) for record in loop["history"]])
+        if self.step_history is not None and loop.get("step_history") is not None:
+            self.step_history = History([dict(record) for record in loop["step_history"]])
+        self.last_validation = dict(loop.get("last_validation") or {})
+        self.state.stop_training = bool(loop.get("stop_training", False))
+        self.epoch_seconds_before = float(loop.get("epoch_seconds", 0.0))
 
     # ----------------------------------------------------------------------------------------------- pieces
 
@@ -423,12 +460,21 @@ class _Run:
         autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                     else contextlib.nullcontext())
         on_step_end = self.callbacks.has("on_step_end")
+        checkpoints = self.checkpoints
         self.callbacks("on_train_begin", state, {})
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        with checkpoints:
+            self.epochs_loop(autocast, on_step_end)
+        self.callbacks("on_train_end", state, self.history.records[-1] if self.history.records else {})
+
+    def epochs_loop(self, autocast: Any, on_step_end: bool) -> None:
+        state, model, checkpoints = self.state, self.model, self.checkpoints
         while state.epoch < self.epochs and not state.stop_training:
-            started = time.perf_counter()
-            self.callbacks("on_epoch_begin", state, {})
+            self.epoch_started = time.perf_counter() - self.epoch_seconds_before
+            self.epoch_seconds_before = 0.0
+            if state.batch == 0:  # a resume inside an epoch already ran its on_epoch_begin
+                self.callbacks("on_epoch_begin", state, {})
             self.progress.start_epoch(state.epoch + 1, self.epochs, self.steps_per_epoch)
             checked = len(self.epoch_loss.losses)
             for batch, xb, yb in self.epoch_batches(state.epoch, state.batch):
@@ -449,6 +495,7 @@ class _Run:
                         self.callbacks("on_step_end", state, {"loss": detached, "batch": batch})
                     if self.validate_every and self.validation is not None and state.step % self.validate_every == 0:
                         self.validate()
+                    checkpoints.step_end(self)
                 self.progress.advance(detached)
                 if self.detect_nonfinite and len(self.epoch_loss.losses) - checked >= NONFINITE_CHECK_EVERY:
                     self.check_finite(checked)
@@ -465,11 +512,11 @@ class _Run:
             if self.validation is not None:
                 logs.update(self.validate() if not self.validate_every else self.last_validation)
             logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            logs["time"] = time.perf_counter() - started
+            logs["time"] = time.perf_counter() - self.epoch_started
             self.history.append(logs)
             self.progress.end_epoch(state.epoch, self.epochs, logs)
             self.callbacks("on_epoch_end", state, logs)
-        self.callbacks("on_train_end", state, self.history.records[-1] if self.history.records else {})
+            checkpoints.epoch_end(self, logs, last=state.epoch >= self.epochs or state.stop_training)
 
 
 def _as_dataset(data: Any, role: str) -> Any:
@@ -521,6 +568,8 @@ def fit(
     precision: str = "auto",
     num_workers: int = 0,
     drop_last: bool = False,
+    checkpoint: Any = None,
+    resume: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train``; validate each epoch on ``validation``; test once on ``test``.
 
@@ -536,6 +585,16 @@ def fit(
     ``precision``: ``"auto"`` (bfloat16 or float16 mixed precision on CUDA, float32 on CPU),
     ``"32"``, ``"bf16"``, ``"16"``. A NaN or infinite training loss stops training with
     ``TrainingError`` (``detect_nonfinite=False`` turns the check off).
+
+    ``checkpoint``: a folder (saves with the default ``CheckpointSettings``: every epoch,
+    every 500 steps, at the end; keeps the last 3 and the best by ``val_loss``), a
+    ``CheckpointSettings``, a mapping of its fields (with ``directory``) or a ready
+    ``CheckpointManager``. With ``resume`` (the default) a folder that holds checkpoints
+    is resumed from its newest good one, mid-epoch if need be, and the run ends with the
+    weights it would have had without the interruption (bit for bit on CPU with
+    ``deterministic``); ``resume=False`` moves its checkpoints into ``previous/`` and
+    starts over. SIGTERM/SIGINT save a checkpoint at the next step and raise
+    ``TrainingInterrupted``; running the same call again resumes.
     """
     train = _as_dataset(train, "training")
     validation, test = _as_dataset(validation, "validation"), _as_dataset(test, "test")
@@ -566,6 +625,21 @@ def fit(
     if weight_decay:
         optimizer_options["weight_decay"] = weight_decay
 
+    settings, manager = _checkpoint_manager(checkpoint)
+    hyperparameters = {
+        "loss": loss, "optimizer": optimizer, "learning_rate": learning_rate, "epochs": epochs,
+        "batch_size": batch_size, "seed": seed, "metrics": list(metric_names),
+    }
+    for key, value in (("loss_options", loss_options), ("optimizer_options", optimizer_options),
+                       ("schedule", schedule if not isinstance(schedule, Schedule) else type(schedule).__name__),
+                       ("accumulate", accumulate if accumulate != 1 else None), ("clip_norm", clip_norm),
+                       ("clip_value", clip_value), ("validate_every", validate_every),
+                       ("early_stopping", early_stopping if not isinstance(early_stopping, EarlyStopping) else True),
+                       ("deterministic", deterministic or None)):
+        if value:
+            hyperparameters[key] = value
+    data_fingerprint = train.fingerprint() if manager is not None else None
+
     seed_everything(seed)
     if preprocessing is not None:
         sample = train.sample(PREPROCESSING_SAMPLE, seed) if _is_streamed(train) else train.x
@@ -589,6 +663,25 @@ def fit(
         if schedule_obj is not None:
             schedule_obj.start(opt, steps_per_epoch=run.optimizer_steps_per_epoch(),
                                total_steps=run.optimizer_steps_per_epoch() * epochs)
+        if manager is not None:
+            from ..checkpoint.export import manifest_pieces
+
+            if not resume:
+                from .checkpointing import set_aside_checkpoints
+
+                manager.close()
+                set_aside_checkpoints(manager.directory)
+                manager = settings.manager() if settings is not None else manager
+            fingerprint = {**hyperparameters, "data": data_fingerprint, "train_samples": len(train),
+                           "validation_samples": len(validation) if validation is not None else 0,
+                           "architecture": architecture_digest(model), "drop_last": drop_last,
+                           "precision": str(autocast) if autocast is not None else "float32"}
+            run.checkpoints = _Checkpointing(
+                manager, run, callbacks=_stateful_callbacks(all_callbacks, stopper),
+                fingerprint=run_fingerprint(fingerprint),
+                pieces=manifest_pieces(model, labels=train.labels, preprocessing=preprocessing, task=train.task,
+                                       hyperparameters=hyperparameters))
+            run.checkpoints.restore()  # the last thing before training: it sets every random state
         try:
             run.train()
         finally:
@@ -599,19 +692,43 @@ def fit(
             test_metrics, test_report = _evaluate_split(model, test_split, loss_fn, metrics=metric_names,
                                                         num_classes=num_classes, final_activation=final_activation,
                                                         autocast=autocast)
-    hyperparameters = {
-        "loss": loss, "optimizer": optimizer, "learning_rate": learning_rate, "epochs": epochs,
-        "epochs_run": run.state.epoch, "batch_size": batch_size, "seed": seed, "metrics": list(metric_names),
-    }
-    for key, value in (("loss_options", loss_options), ("optimizer_options", optimizer_options),
-                       ("schedule", schedule if not isinstance(schedule, Schedule) else type(schedule).__name__),
-                       ("accumulate", accumulate if accumulate != 1 else None), ("clip_norm", clip_norm),
-                       ("clip_value", clip_value), ("validate_every", validate_every),
-                       ("early_stopping", early_stopping if not isinstance(early_stopping, EarlyStopping) else True),
-                       ("deterministic", deterministic or None)):
-        if value:
-            hyperparameters[key] = value
+    hyperparameters = {**hyperparameters, "epochs_run": run.state.epoch}
+    order = ["loss", "optimizer", "learning_rate", "epochs", "epochs_run", "batch_size", "seed", "metrics"]
+    hyperparameters = {key: hyperparameters[key] for key in order + [k for k in hyperparameters if k not in order]}
+    checkpoints = run.checkpoints if isinstance(run.checkpoints, _Checkpointing) else None
     return FitResult(model, run.history, test_metrics, train.labels, preprocessing, train.task, hyperparameters,
-                     train.fingerprint(), opt, test_report, run.step_history,
+                     data_fingerprint or train.fingerprint(), opt, test_report, run.step_history,
                      stopper.stopped_epoch is not None if stopper else False,
-                     stopper.best_epoch if stopper else None)
+                     stopper.best_epoch if stopper else None,
+                     resumed_from=run.state.resumed_from,
+                     checkpoint_dir=checkpoints.directory if checkpoints is not None else None)
+
+
+def _checkpoint_manager(checkpoint: Any) -> tuple[CheckpointSettings | None, Any]:
+    """``(settings, manager)`` for fit's ``checkpoint`` argument; ``(None, None)`` when there is none."""
+    if checkpoint is None or checkpoint is False:
+        return None, None
+    if hasattr(checkpoint, "save") and hasattr(checkpoint, "restore") and hasattr(checkpoint, "should_save"):
+        return None, checkpoint  # a CheckpointManager (or anything with its interface)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        settings = CheckpointSettings(directory=str(checkpoint))
+    elif isinstance(checkpoint, CheckpointSettings):
+        settings = checkpoint
+    elif isinstance(checkpoint, dict):
+        settings = CheckpointSettings.from_config(checkpoint)
+    else:
+        raise ConfigError("checkpoint must be a folder, a CheckpointSettings, a mapping of its fields or a "
+                          f"CheckpointManager, got {type(checkpoint).__name__}")
+    if not settings.enabled:
+        return None, None
+    return settings, settings.manager()
+
+
+def _stateful_callbacks(callbacks: Sequence[Any], stopper: Any) -> dict[str, Any]:
+    """The callbacks a checkpoint carries, by a name that is stable from one run of the same code to the next."""
+    named = {}
+    for index, callback in enumerate(callbacks):
+        if callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None)):
+            name = "early_stopping" if callback is stopper else f"{index}.{type(callback).__name__}"
+            named[name] = callback
+    return named
