@@ -11,7 +11,6 @@ import os
 from collections import Counter
 from typing import Any
 
-from ..data.preprocess import preprocessor_from_dict
 from ..errors import FormatError
 from .format import RESERVED_PREFIX, Header
 from .integrity import content_hash, read_integrity, verify_file
@@ -96,7 +95,6 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     integrity = read_integrity(header)
     verification = verify_file(header).to_dict() if verify else {"verified": False, "checked": "metadata and layout"}
     architecture, layers, total, trainable = _architecture(manifest, header)
-    preprocessor_from_dict(manifest.preprocessing)  # a malformed one is refused here, as load refuses it
     history = manifest.history or {}
     sizes = _sizes(header)
     optimizer = None
