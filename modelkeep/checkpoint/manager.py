@@ -26,6 +26,19 @@ Call order, as ``fit`` uses it::
                 manager.save(state, position, metrics=logs, history=history.to_dict())
     manager.close()                             # waits for the save in flight; reports its failure
 
+Deferred snapshot (asynchronous mode, ``defer_copy=True``, the default there):
+``save`` copies only what a forward or backward pass may change (module
+buffers such as BatchNorm statistics, random states, scheduler, scaler and
+callback state, the document) before it returns; the model parameters and the
+optimizer state tensors, which only ``optimizer.step()`` changes, are copied
+into the snapshot buffers by the background thread, before it hashes and
+writes. ``manager.fence()`` blocks until that copy is done (an Event check
+when it is); call it before anything that writes weights or optimizer state
+other than ``optimizer.step()``. The step itself is fenced automatically: the
+manager registers a step pre-hook on the optimizer it saves (without an
+optimizer that takes one, nothing is deferred). ``restore``,
+``wait`` and ``close`` and the next ``save`` wait for the whole save anyway.
+
 A failed save raises ``CheckpointError`` (``on_error="stop"``, from ``save``,
 or for an asynchronous save from the next ``should_save``/``save``/``close``)
 or warns and lets training go on (``on_error="continue"``). Either way the
@@ -40,6 +53,7 @@ import re
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -196,6 +210,8 @@ class CheckpointManager:
     the state into reusable CPU buffers; writing, hashing and fsync run on a
     background thread, one save at a time. ``on_error`` is ``"stop"`` (raise
     ``CheckpointError``) or ``"continue"`` (warn, record in ``failures``, go on).
+    ``defer_copy`` (default: on when asynchronous) leaves the copy of the
+    parameters and optimizer state to the background thread too; see ``fence``.
     """
 
     def __init__(
@@ -208,6 +224,7 @@ class CheckpointManager:
         on_error: str = "stop",
         durable: bool = True,
         storage: Any = None,
+        defer_copy: bool | None = None,
     ) -> None:
         if on_error not in ("stop", "continue"):
             raise CheckpointError(f"on_error must be 'stop' or 'continue', got {on_error!r}")
@@ -226,6 +243,10 @@ class CheckpointManager:
         self.failures: list[CheckpointError] = []
         self.last_pause_s = 0.0   # how long the last save() held the training thread
         self.last_write_s = 0.0   # how long the last commit (write, hash, fsync, rename) took
+        self.last_fence_wait_s = 0.0  # how long fence() waited for the deferred copy since the last save()
+        self.defer_copy = asynchronous if defer_copy is None else (bool(defer_copy) and asynchronous)
+        self._copied: threading.Event | None = None  # set once the pending save's deferred copy is done
+        self._step_hooks: dict[int, tuple[Any, Any]] = {}  # id(optimizer) -> (weakref to it, hook handle)
         self._writer = BackgroundWriter() if asynchronous else None
         self._buffers = SnapshotBuffers()
         self._lock = threading.Lock()
@@ -281,8 +302,15 @@ class CheckpointManager:
                 "modelkeep.format_version": "1",
                 CHECKPOINT_KEY: json.dumps(document, separators=(",", ":"), allow_nan=False),
             }
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []
             if self._writer is not None:
-                tensors = self._buffers.copy(tensors)
+                # Deferred only when the optimizer's step can be fenced (a torch optimizer's step pre-hook).
+                hookable = hasattr(state.optimizer, "register_step_pre_hook")
+                defer = _deferrable(state, tensors) if self.defer_copy and hookable else set()
+                tensors = self._buffers.copy(tensors, defer=defer)
+                pending = self._buffers.pending
+                if pending:
+                    self._hook_optimizer(state.optimizer)
         except CheckpointError as exc:
             self._report(CheckpointError(f"could not take checkpoint {name}: {exc}"))
             return None
@@ -291,6 +319,20 @@ class CheckpointManager:
             hook(SaveEvent(position, dict(metrics or {})))
         job = lambda: self._commit(name, position, tensors, metadata)  # noqa: E731
         if self._writer is not None:
+            self.last_fence_wait_s = 0.0
+            if pending:
+                copied = threading.Event()
+                buffers = self._buffers
+
+                def copy_then_commit() -> None:
+                    try:
+                        buffers.fill(pending)
+                    finally:
+                        copied.set()
+                    self._commit(name, position, tensors, metadata)
+
+                job = copy_then_commit
+                self._copied = copied
             self._writer.submit(job)
             self.last_pause_s = time.perf_counter() - started
             return name
@@ -303,6 +345,21 @@ class CheckpointManager:
         self.last_pause_s = time.perf_counter() - started
         return name
 
+    def fence(self) -> None:
+        """Block until the save in flight has copied the parameters and optimizer state (cheap when it has).
+
+        Call it before anything that writes weights or optimizer state in place
+        (restoring best weights, a callback that edits them): until then the
+        background thread may still be reading the live tensors. The
+        optimizer's own ``step()`` is fenced automatically.
+        """
+        copied = self._copied
+        if copied is None or copied.is_set():
+            return
+        started = time.perf_counter()
+        copied.wait()
+        self.last_fence_wait_s += time.perf_counter() - started
+
     def wait(self) -> None:
         """Block until the save in flight is committed; report it if it failed."""
         self._collect_background(block=True)
@@ -313,6 +370,29 @@ class CheckpointManager:
             self.wait()
         finally:
             self._buffers = SnapshotBuffers()
+            self._unhook()
+
+    def _unhook(self) -> None:
+        for _, handle in self._step_hooks.values():
+            handle.remove()
+        self._step_hooks.clear()
+
+    def _hook_optimizer(self, optimizer: Any) -> None:
+        """Make ``optimizer.step()`` call ``fence()`` first (once per optimizer; removed by ``close``)."""
+        register = getattr(optimizer, "register_step_pre_hook", None)
+        if register is None:
+            return
+        known = self._step_hooks.get(id(optimizer))
+        if known is not None and known[0]() is optimizer:
+            return
+        manager = weakref.ref(self)
+
+        def fence_first(*_: Any) -> None:
+            live = manager()
+            if live is not None:
+                live.fence()
+
+        self._step_hooks[id(optimizer)] = (weakref.ref(optimizer), register(fence_first))
 
     def __enter__(self) -> "CheckpointManager":
         return self
@@ -324,6 +404,7 @@ class CheckpointManager:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 error = self._writer.wait() if self._writer is not None else None
+            self._unhook()
             if error is not None:
                 self.failures.append(_as_checkpoint_error(error, "background save"))
 
@@ -464,6 +545,28 @@ class CheckpointManager:
                 + ". Delete the damaged files to start over"
             )
         return None
+
+
+def _tensor_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+
+
+def _deferrable(state: TrainingState, tensors: Mapping[str, torch.Tensor]) -> set[str]:
+    """The names in ``tensors`` that are model parameters or optimizer state tensors on the CPU.
+
+    Only ``optimizer.step()`` changes those (a forward or backward pass does not),
+    so their copy may wait for the fence. Matched by memory (``capture`` hands
+    out detached views of the live tensors), never by name.
+    """
+    live = [p for p in state.model.parameters()]
+    optimizer_state = getattr(state.optimizer, "state", None)
+    if isinstance(optimizer_state, Mapping):
+        for per_parameter in optimizer_state.values():
+            if isinstance(per_parameter, Mapping):
+                live.extend(v for v in per_parameter.values() if isinstance(v, torch.Tensor))
+    keys = {_tensor_key(t) for t in live if t.device.type == "cpu" and t.numel()}
+    return {name for name, t in tensors.items()
+            if t.device.type == "cpu" and t.numel() and _tensor_key(t) in keys}
 
 
 def _plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -9,10 +9,17 @@ waits for them once, at the end.
 
 The caller must not hand the same buffers to a second writer while a first
 one still reads them (``CheckpointManager`` waits for the save in flight first).
+
+Deferred copies: ``copy(tensors, defer=names)`` copies only the tensors *not*
+in ``names`` and returns, besides the buffers, the ``(buffer, live tensor)``
+pairs still to be copied; ``fill(pending)`` copies them later (on the writer
+thread). That is only correct while nothing writes those live tensors, which is
+why ``CheckpointManager`` defers only model parameters and optimizer state
+(which nothing but ``optimizer.step()`` changes) and fences before the step.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,15 +50,23 @@ class SnapshotBuffers:
     def __init__(self, *, pin_memory: bool = True) -> None:
         self.pin_memory = pin_memory
         self._buffers: dict[str, torch.Tensor] = {}
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # the deferred copies of the last ``copy``
 
     @property
     def nbytes(self) -> int:
         return sum(buffer.numel() * buffer.element_size() for buffer in self._buffers.values())
 
-    def copy(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """CPU copies of ``tensors`` in reused buffers (reallocated only when a shape or dtype changes)."""
+    def copy(self, tensors: Mapping[str, torch.Tensor], *,
+             defer: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """CPU copies of ``tensors`` in reused buffers (reallocated only when a shape or dtype changes).
+
+        The tensors named in ``defer`` (CPU tensors only) are not copied: their
+        buffers are returned unfilled and ``self.pending`` holds the
+        ``(buffer, tensor)`` pairs for ``fill``.
+        """
         copies: dict[str, torch.Tensor] = {}
         devices: set[torch.device] = set()
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         for name, tensor in tensors.items():
             buffer = self._buffers.get(name)
             if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
@@ -59,6 +74,10 @@ class SnapshotBuffers:
                 buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin)
                 self._buffers[name] = buffer
             on_device = tensor.device.type != "cpu"
+            if name in defer and not on_device:
+                pending.append((buffer, tensor))
+                copies[name] = buffer
+                continue
             if not _memcpy(buffer, tensor):
                 buffer.copy_(tensor.detach(), non_blocking=on_device and buffer.is_pinned())
             if on_device:
@@ -69,4 +88,12 @@ class SnapshotBuffers:
         for device in devices:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+        self.pending = pending
         return copies
+
+    @staticmethod
+    def fill(pending: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Do the deferred copies ``copy`` left in ``pending`` (CPU to CPU)."""
+        for buffer, tensor in pending:
+            if not _memcpy(buffer, tensor):
+                buffer.copy_(tensor.detach())

@@ -12,7 +12,11 @@
   and saves when one is due or when SIGTERM/SIGINT arrived; on a signal it waits for the
   save to be committed and raises ``TrainingInterrupted``, which says how to resume;
 * after each epoch's end-of-epoch work (validation, callbacks), saves with the epoch's
-  metrics when due, and always at the end of training.
+  metrics when due, and always at the end of training;
+* before anything that writes weights or optimizer state (the optimizer step, callbacks),
+  ``before_update`` fences: an asynchronous save copies the parameters and optimizer
+  state on its background thread, and they must not change until it has (an Event check
+  when nothing is pending).
 
 Saving never changes a number of the training (it only reads state), so where and how
 often checkpoints are taken does not change the final weights. This module never
@@ -197,6 +201,9 @@ class _NoCheckpoints:
     def step_end(self, run: Any) -> None:
         pass
 
+    def before_update(self) -> None:
+        pass
+
     def epoch_end(self, run: Any, logs: Mapping[str, Any], *, last: bool) -> None:
         pass
 
@@ -267,6 +274,12 @@ class _Checkpointing:
             self.guard.uninstall()
 
     # ------------------------------------------------------------------ at the boundaries
+
+    def before_update(self) -> None:
+        """Before the loop writes weights or optimizer state: wait for a deferred snapshot copy (if any)."""
+        fence = getattr(self.manager, "fence", None)
+        if fence is not None:
+            fence()
 
     def step_end(self, run: Any) -> None:
         """After an optimizer step (the only place a checkpoint inside an epoch may be taken)."""

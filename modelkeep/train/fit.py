@@ -431,12 +431,19 @@ class _Run:
         self.last_validation = logs
         if self.schedule is not None:
             self.schedule.on_validation_end(logs)
-        self.callbacks("on_validation_end", self.state, logs)
+        self.notify("on_validation_end", logs)
         if self.step_history is not None:
             self.step_history.append({"step": self.state.step, "epoch": self.state.epoch, **logs})
         return logs
 
+    def notify(self, hook: str, logs: dict[str, Any]) -> None:
+        """Run callback ``hook``; a callback may write weights, so a deferred snapshot copy is fenced first."""
+        if self.callbacks.has(hook):
+            self.checkpoints.before_update()
+            self.callbacks(hook, self.state, logs)
+
     def optimizer_step(self) -> None:
+        self.checkpoints.before_update()  # an asynchronous save may still be copying the weights
         if self.clip_norm is not None or self.clip_value is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -456,17 +463,17 @@ class _Run:
     # ----------------------------------------------------------------------------------------------- the loop
 
     def train(self) -> None:
-        state, model = self.state, self.model
+        model = self.model
         autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                     else contextlib.nullcontext())
         on_step_end = self.callbacks.has("on_step_end")
         checkpoints = self.checkpoints
-        self.callbacks("on_train_begin", state, {})
+        self.notify("on_train_begin", {})
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with checkpoints:
             self.epochs_loop(autocast, on_step_end)
-        self.callbacks("on_train_end", state, self.history.records[-1] if self.history.records else {})
+        self.notify("on_train_end", self.history.records[-1] if self.history.records else {})
 
     def epochs_loop(self, autocast: Any, on_step_end: bool) -> None:
         state, model, checkpoints = self.state, self.model, self.checkpoints
@@ -474,7 +481,7 @@ class _Run:
             self.epoch_started = time.perf_counter() - self.epoch_seconds_before
             self.epoch_seconds_before = 0.0
             if state.batch == 0:  # a resume inside an epoch already ran its on_epoch_begin
-                self.callbacks("on_epoch_begin", state, {})
+                self.notify("on_epoch_begin", {})
             self.progress.start_epoch(state.epoch + 1, self.epochs, self.steps_per_epoch)
             checked = len(self.epoch_loss.losses)
             for batch, xb, yb in self.epoch_batches(state.epoch, state.batch):
@@ -492,7 +499,7 @@ class _Run:
                     self.optimizer_step()
                     state.step += 1
                     if on_step_end:
-                        self.callbacks("on_step_end", state, {"loss": detached, "batch": batch})
+                        self.notify("on_step_end", {"loss": detached, "batch": batch})
                     if self.validate_every and self.validation is not None and state.step % self.validate_every == 0:
                         self.validate()
                     checkpoints.step_end(self)
@@ -515,7 +522,7 @@ class _Run:
             logs["time"] = time.perf_counter() - self.epoch_started
             self.history.append(logs)
             self.progress.end_epoch(state.epoch, self.epochs, logs)
-            self.callbacks("on_epoch_end", state, logs)
+            self.notify("on_epoch_end", logs)
             checkpoints.epoch_end(self, logs, last=state.epoch >= self.epochs or state.stop_training)
 
 
