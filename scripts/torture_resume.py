@@ -68,6 +68,23 @@ class Result:
         return not self.failures and self.rounds_finished == self.rounds_identical and self.rounds_finished > 0
 
 
+def _live_and_exit(life) -> None:
+    """In a forked child: run ``life()`` and leave with its exit code, never running the parent's exit handlers."""
+    code = 1
+    try:
+        code = life()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 class _ForkedLife:
     """A life started with fork() from this process (torch already imported): the same kill, no start-up cost."""
 
@@ -75,22 +92,15 @@ class _ForkedLife:
         read_end, write_end = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: train, then leave without running the parent's exit handlers
-            code = 1
-            try:
+            def life() -> int:
                 os.close(read_end)
                 os.dup2(write_end, 1)
                 sys.stdout = open(1, "w", buffering=1, closefd=False)
                 from checkpoint_train_script import main as train_main
 
-                code = train_main(argv)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                import traceback
+                return train_main(argv)
 
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+            _live_and_exit(life)
         os.close(write_end)
         self.stdout = os.fdopen(read_end, "r")
         self.returncode: int | None = None
@@ -169,8 +179,7 @@ class _ForkedCliLife(_ForkedLife):
     def __init__(self, argv: list[str], log: Path) -> None:
         self.pid = os.fork()
         if self.pid == 0:
-            code = 1
-            try:
+            def life() -> int:
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
@@ -179,17 +188,9 @@ class _ForkedCliLife(_ForkedLife):
                 torch.set_num_threads(1)
                 from modelkeep.cli.main import main as cli_main
 
-                code = cli_main(argv)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                import traceback
+                return cli_main(argv)
 
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+            _live_and_exit(life)
         self.stdout = None
         self.returncode = None
         self.log = log

@@ -31,3 +31,14 @@ def saved(trained, tmp_path):
     from modelkeep.artifact import save
 
     return save(trained, tmp_path / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's tests, so runs in this process and in subprocesses compute alike."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -50,13 +50,8 @@ class Crash(RuntimeError):
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every run here, in this process or a subprocess, computes with one intra-op thread, so all agree."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every run here, in this process or a subprocess, computes with one intra-op thread, so all agree.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
