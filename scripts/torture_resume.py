@@ -113,7 +113,8 @@ class _ForkedLife:
             pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
-                self.stdout.close()
+                if self.stdout is not None:
+                    self.stdout.close()
                 return self.returncode
             if time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired("forked life", timeout)
@@ -194,19 +195,6 @@ class _ForkedCliLife(_ForkedLife):
         self.stdout = None
         self.returncode = None
         self.log = log
-
-    def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is not None:
-            return self.returncode
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-                return self.returncode
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired("forked life", timeout)
-            time.sleep(0.005)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -17,6 +17,15 @@ def console():
     return Console()
 
 
+def plain_printer(out):
+    """A print function for text that comes from a file: never interpreted as rich markup."""
+
+    def say(text: str) -> None:
+        out.print(text, markup=False, highlight=False)
+
+    return say
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]], *, right: set[str] = frozenset()):
     from rich.table import Table
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._output import console, print_json, table
+from ._output import console, plain_printer, print_json, table
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -27,9 +27,7 @@ def handle(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     out = console()
-
-    def say(text: str) -> None:  # text from the file is never markup
-        out.print(text, markup=False, highlight=False)
+    say = plain_printer(out)  # text from the file is never markup
 
     say(f"A {report['a']}\nB {report['b']}")
     say(f"tensors: {len(report['equal'])} equal, {len(report['different'])} different, "

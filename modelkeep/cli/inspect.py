@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._output import console, print_json, table
+from ._output import console, plain_printer, print_json, table
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -44,9 +44,7 @@ def handle(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     out = console()
-
-    def say(text: str) -> None:  # text from the file is never markup
-        out.print(text, markup=False, highlight=False)
+    say = plain_printer(out)  # text from the file is never markup
 
     arch = info["architecture"]
     from rich.markup import escape  # names and labels come from the file: never let them be markup
