@@ -55,7 +55,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(ctx: Context) -> Report:
-    from modelkeep.checkpoint import CheckpointManager, EveryNSteps, KeepLastN, Position, TrainingState
+    from modelkeep.checkpoint import CheckpointManager, EveryNSteps, KeepLastN, Position, CheckpointState
 
     device = torch.device(ctx.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     width, layers = (1024, 10) if ctx.quick else (3072, 10)
@@ -64,7 +64,7 @@ def run(ctx: Context) -> Report:
     batch = torch.randn(16, width, device=device)
     _step(model, optimizer, batch)
     params = sum(p.numel() for p in model.parameters())
-    state = TrainingState(model, optimizer)
+    state = CheckpointState(model, optimizer)
     tmp = ctx.subdir("checkpoint")
     ctx.log(f"checkpoint: {params / 1e6:.1f}M parameters on {device}")
 

@@ -223,7 +223,7 @@ class _CliLife:
 
 
 def _newest_step(folder: Path) -> int:
-    from modelkeep.checkpoint.manager import step_of
+    from modelkeep.checkpoint.storage import step_of
 
     if not folder.is_dir():
         return 0
@@ -244,7 +244,7 @@ def torture_cli(kills: int, *, seed: int = 0, every: int = 3, epochs: int = 4, h
     """``torture`` for the real ``modelkeep train`` command (see the module docstring)."""
     import torch
 
-    from modelkeep.checkpoint.atomic import TEMP_MARKER
+    from modelkeep.io.atomic import TEMP_MARKER
 
     if fork:
         torch.set_num_threads(1)  # before any fork: the lives inherit a single-threaded torch
@@ -368,7 +368,7 @@ def torture(kills: int, *, seed: int = 0, every: int = 2, epochs: int = 4, hidde
     from checkpoint_train_script import Config, load_data, run
 
     from modelkeep.artifact.tensors import read_tensors
-    from modelkeep.checkpoint.atomic import TEMP_MARKER
+    from modelkeep.io.atomic import TEMP_MARKER
 
     chooser = random.Random(seed)
     started = time.perf_counter()

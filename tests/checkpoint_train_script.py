@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from modelkeep.checkpoint import (AnyOf, CheckpointManager, EveryNEpochs, EveryNSteps, KeepLastN, Position,
-                                  SignalGuard, TrainingState)
+                                  SignalGuard, CheckpointState)
 
 SEED = 0
 
@@ -102,7 +102,7 @@ def run(directory: str | Path, config: Config, data: tuple[torch.Tensor, torch.T
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.8)
     noise = torch.Generator().manual_seed(SEED + 7)
     early_stopping = EarlyStopping()
-    state = TrainingState(model, optimizer, scheduler, callbacks={"early_stopping": early_stopping},
+    state = CheckpointState(model, optimizer, scheduler, callbacks={"early_stopping": early_stopping},
                           generators={"noise": noise})
     manager = CheckpointManager(directory, save_on=AnyOf(EveryNSteps(config.every), EveryNEpochs(1)),
                                 keep=KeepLastN(config.keep), asynchronous=config.asynchronous,

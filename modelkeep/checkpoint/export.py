@@ -3,36 +3,41 @@
 A checkpoint of a spec-built model carries the manifest pieces its caller
 passed as ``extra_manifest`` (architecture, labels, preprocessing, task, ...).
 ``export_checkpoint`` completes them (signature, history, metrics, provenance,
-lineage back to the checkpoint), validates the manifest and writes the file
-with ``write_tensors`` and the same metadata keys as ``modelkeep.save``, so
-``modelkeep.load`` opens it. It never writes except through ``write_tensors``.
+lineage back to the checkpoint) through the one manifest builder
+(``artifact.manifest_builder``, which ``modelkeep.save`` uses too) and writes the
+file with ``write_tensors``, so ``modelkeep.load`` opens it. It never writes
+except through ``write_tensors``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .manager import CheckpointInfo, describe_checkpoint, read_checkpoint, step_of
+from .reading import CheckpointInfo, describe_stored, read_stored
 from .state import MODEL_PREFIX, decode_tree
+from .storage import CheckpointReader, checkpoint_storage, is_url, step_of
 
 
+def list_checkpoints(directory: str | os.PathLike[str] | CheckpointReader, *,
+                     verify: bool = False) -> list[CheckpointInfo]:
+    """Every checkpoint in ``directory`` (a folder, an fsspec URL or a storage backend), oldest first.
 
-def list_checkpoints(directory: str | os.PathLike[str], *, verify: bool = False) -> list[CheckpointInfo]:
-    """Every checkpoint in ``directory``, oldest first (damaged ones with ``verified=False`` and an ``error``)."""
-    directory = Path(directory)
-    if not directory.is_dir():
+    Damaged ones have ``verified=False`` and an ``error``.
+    """
+    if isinstance(directory, (str, os.PathLike)) and not is_url(directory) and not Path(directory).is_dir():
         raise CheckpointError(f"{str(directory)!r} is not a folder of checkpoints")
-    paths = [p for p in directory.iterdir() if step_of(p.name) is not None]
-    return sorted((describe_checkpoint(p, verify=verify) for p in paths), key=lambda info: info.step)
+    storage = checkpoint_storage(directory)
+    infos = [describe_stored(storage, name, verify=verify) for name in storage.names() if step_of(name) is not None]
+    return sorted(infos, key=lambda info: info.step)
 
 
-def select_checkpoint(directory: str | os.PathLike[str], *, step: int | None = None, best: bool = False,
-                      metric: str | None = None, mode: str | None = None) -> CheckpointInfo:
+def select_checkpoint(directory: str | os.PathLike[str] | CheckpointReader, *, step: int | None = None,
+                      best: bool = False, metric: str | None = None, mode: str | None = None) -> CheckpointInfo:
     """The checkpoint at ``step``, the best by the run's monitored metric (or ``metric``/``mode``), or the newest good one."""
+    storage = checkpoint_storage(directory)
     candidates = [info for info in list_checkpoints(directory) if info.verified is not False]
     if step is not None:
         for info in candidates:
@@ -52,7 +57,7 @@ def select_checkpoint(directory: str | os.PathLike[str], *, step: int | None = N
         sign = 1.0 if direction == "min" else -1.0
         return min(scored, key=lambda c: (sign * c.metrics[name], -c.step))
     for info in reversed(candidates):
-        checked = describe_checkpoint(info.path, verify=True)
+        checked = describe_stored(storage, info.name, verify=True)
         if checked.verified:
             return checked
     raise CheckpointError(f"no usable checkpoint in {directory}")
@@ -62,12 +67,11 @@ def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[
                       best: bool = False, metric: str | None = None, mode: str | None = None,
                       with_optimizer: bool = False, durable: bool = True) -> Path:
     """Write a release model file ``out`` from a checkpoint in ``directory`` (see ``select_checkpoint``)."""
-    from ..artifact.format import FORMAT_VERSION, KEY_MANIFEST, KEY_VERSION
-    from ..artifact.manifest import Manifest, provenance
+    from ..artifact.manifest_builder import build_manifest, manifest_metadata
     from ..artifact.tensors import write_tensors
 
     chosen = select_checkpoint(directory, step=step, best=best, metric=metric, mode=mode)
-    info, tensors, doc = read_checkpoint(chosen.path)
+    info, tensors, doc = read_stored(checkpoint_storage(directory), chosen.name)
     pieces = decode_tree(doc.get("extra_manifest"), {})
     if not isinstance(pieces, dict) or not isinstance(pieces.get("architecture"), dict):
         raise CheckpointError(
@@ -75,45 +79,55 @@ def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[
             "can be made from it; save checkpoints of a spec-built model through fit(), or pass "
             "extra_manifest={'architecture': {'type': 'spec', 'spec': spec.to_dict()}, ...} to save()"
         )
-    manifest = {"format_version": FORMAT_VERSION, **pieces}
-    manifest["format_version"] = FORMAT_VERSION
-    if manifest.get("signature") is None:
-        manifest["signature"] = _signature(manifest["architecture"])
+    architecture = _architecture_facts(pieces["architecture"], info.path)
     history = decode_tree(doc.get("history"), tensors)
-    if manifest.get("history") is None and isinstance(history, dict):
-        manifest["history"] = history
-    if manifest.get("metrics") is None and info.metrics:
-        manifest["metrics"] = dict(info.metrics)
-    if manifest.get("provenance") is None:
-        manifest["provenance"] = provenance()
-    if manifest.get("lineage") is None:
-        manifest["lineage"] = {"checkpoint": {"name": info.name, "step": info.step, "epoch": info.epoch,
-                                              "batch": info.batch, "created": info.created}}
     weights = {name[len(MODEL_PREFIX):]: t for name, t in tensors.items() if name.startswith(MODEL_PREFIX)}
+    optimizer = None
     if with_optimizer:
         if "optimizer" not in doc["state"]:
             raise CheckpointError(f"{info.path} holds no optimizer state to export")
         # Re-encode in the model file's own layout, so load(...).optimizer_state() reads it back.
-        from ..artifact.model_file import flatten_optimizer
+        from ..artifact.optimizer_state import flatten_optimizer
 
-        optimizer_tensors, manifest["optimizer"] = flatten_optimizer(decode_tree(doc["state"]["optimizer"], tensors))
+        optimizer_tensors, optimizer = flatten_optimizer(decode_tree(doc["state"]["optimizer"], tensors))
         weights.update(optimizer_tensors)
-    Manifest.model_validate(manifest)  # fail before writing, never after
-    metadata = {
-        "format": "pt",
-        KEY_VERSION: str(FORMAT_VERSION),
-        KEY_MANIFEST: json.dumps({k: v for k, v in manifest.items() if v is not None}, separators=(",", ":")),
-    }
-    return write_tensors(out, weights, metadata, durable=durable)
+    checkpoint = {"checkpoint": {"name": info.name, "step": info.step, "epoch": info.epoch, "batch": info.batch,
+                                 "created": info.created}}
+    manifest = build_manifest(  # fails before writing, never after
+        pieces["architecture"], task=pieces.get("task"), labels=pieces.get("labels"),
+        preprocessing=pieces.get("preprocessing"), postprocessing=pieces.get("postprocessing"),
+        signature=pieces.get("signature") or (architecture.signature if architecture else None),
+        history=pieces.get("history") or (history if isinstance(history, dict) else None),
+        metrics=pieces.get("metrics") or (dict(info.metrics) if info.metrics else None),
+        hyperparameters=pieces.get("hyperparameters"), provenance=pieces.get("provenance"),
+        card=pieces.get("card"), lineage=pieces.get("lineage") or checkpoint, optimizer=optimizer,
+        scheduler=pieces.get("scheduler"),
+        final_activation=architecture.final_activation if architecture else None,
+        output_units=architecture.output_units if architecture else None,
+        extra={k: v for k, v in pieces.items() if k not in _BUILDER_SECTIONS}, where=str(info.path),
+    )
+    return write_tensors(out, weights, manifest_metadata(manifest), durable=durable)
 
 
-def _signature(architecture: dict[str, Any]) -> dict[str, Any] | None:
-    if architecture.get("type") != "spec":
+# Sections the builder makes itself or takes as arguments above; any other piece is kept as an unknown section.
+_BUILDER_SECTIONS = frozenset({"format_version", "architecture", "task", "labels", "preprocessing", "postprocessing",
+                               "signature", "history", "metrics", "hyperparameters", "provenance", "card", "lineage",
+                               "optimizer", "scheduler"})
+
+
+def _architecture_facts(architecture: dict[str, Any], where: Any) -> Any:
+    """What the architecture document says of the network (signature, output width, final activation), or None.
+
+    The architecture's codec rebuilds it on the meta device (no memory for weights), which also checks it
+    before anything is written. A user class is not imported to export it: its facts stay unknown.
+    """
+    from ..artifact.codecs import codec_for
+    from ..errors import TrustError
+
+    try:
+        return codec_for(architecture.get("type"), where).decode(architecture, where=where)
+    except TrustError:
         return None
-    from ..artifact.model_file import spec_signature  # the same signature modelkeep.save writes
-    from ..spec.model import ModelSpec
-
-    return spec_signature(ModelSpec.from_dict(architecture["spec"]))
 
 
 def manifest_pieces(model: Any, *, spec: Any = None, labels: Any = None, preprocessing: Any = None,
@@ -121,17 +135,23 @@ def manifest_pieces(model: Any, *, spec: Any = None, labels: Any = None, preproc
                     card: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The ``extra_manifest`` a caller passes to ``CheckpointManager.save`` for a spec-built model (None otherwise).
 
-    ``preprocessing`` must already be fitted. Computed once before training; it does not change between saves.
+    Made by the one manifest builder (so it is validated, and the post-processor is chosen, before training
+    starts); ``export_checkpoint`` completes it. ``preprocessing`` must already be fitted. Computed once before
+    training; it does not change between saves.
     """
     spec = spec if spec is not None else getattr(model, "spec", None)
     if spec is None or not hasattr(spec, "to_dict"):
         return None
-    pieces = {
-        "architecture": {"type": "spec", "spec": spec.to_dict()},
-        "task": task or "classification",
-        "labels": list(labels) if labels is not None else None,
-        "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
-        "hyperparameters": dict(hyperparameters) if hyperparameters else None,
-        "card": dict(card) if card else None,
-    }
-    return {k: v for k, v in pieces.items() if v is not None}
+    from ..artifact.codecs import codec_for
+    from ..artifact.manifest_builder import build_manifest
+    from ..artifact.spec_codec import output_units, spec_signature
+
+    manifest = build_manifest(
+        codec_for("spec").encode(model, spec=spec), task=task, labels=labels, preprocessing=preprocessing,
+        signature=spec_signature(spec), hyperparameters=hyperparameters, card=card, provenance={},
+        final_activation=spec.final_activation(), output_units=output_units(spec), where="manifest_pieces()",
+    )
+    pieces = manifest.to_dict()
+    for made_at_export in ("format_version", "provenance"):
+        pieces.pop(made_at_export, None)
+    return pieces

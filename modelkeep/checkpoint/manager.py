@@ -1,16 +1,14 @@
 """The checkpoint manager: when to save, which checkpoints to keep, which one to resume from.
 
-It sits on two lower layers and never bypasses them: a checkpoint is written
-through a ``CheckpointStorage`` backend (whose ``write`` is atomic: temporary
-name, fsync, rename; see ``atomic.py``), and its content comes from
-``state.capture``. Each checkpoint is one modelkeep-format file
-(``checkpoint-<step>.safetensors``): safetensors tensors plus a JSON document
-under the ``modelkeep.checkpoint`` metadata key, hashed as it is written.
+It sits on lower layers and never bypasses them: a checkpoint is written and
+read back through a ``CheckpointStorage`` backend (``storage.py``: atomic
+through a committer of ``modelkeep.io``, on a local folder or any fsspec
+store), parsed by ``reading.py``, and its content comes from ``state.capture``.
 
 Call order, as ``fit`` uses it::
 
     manager = CheckpointManager(directory, save_on=EveryNSteps(500), keep=KeepLastN(3))
-    state = TrainingState(model, optimizer, scheduler, scaler,
+    state = CheckpointState(model, optimizer, scheduler, scaler,
                           callbacks={"early_stopping": early_stopping}, generators={"data_order": generator})
     restored = manager.restore(state)          # None on a fresh start; else position, history, metrics
     with SignalGuard() as guard:
@@ -47,159 +45,28 @@ and never deletes the newest verified checkpoint.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import re
 import threading
 import time
 import warnings
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from ..errors import CheckpointError, FormatError
+from ._saving import as_checkpoint_error, checkpoint_metadata, deferrable, reason
 from .async_writer import BackgroundWriter
 from .policies import EveryNEpochs, KeepLastN, Retention, SaveEvent, Trigger, find_monitor
+from .reading import CHECKPOINT_KEY, CheckpointInfo, Restored, describe_stored, read_stored
 from .snapshot import SnapshotBuffers
-from .state import Position, TrainingState, capture, decode_tree, encode_tree, restore
-
-CHECKPOINT_KEY = "modelkeep.checkpoint"
-CHECKPOINT_VERSION = 1
-_NAME = re.compile(r"^checkpoint-(\d+)\.safetensors$")
+from .state import Position, CheckpointState, capture, decode_tree, restore
+from .storage import checkpoint_name, checkpoint_storage, is_url, step_of
 
 
 class CheckpointWarning(UserWarning):
     """A damaged checkpoint was skipped, or a save failed and training goes on (``on_error="continue"``)."""
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:09d}.safetensors"
-
-
-def step_of(name: str) -> int | None:
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """One checkpoint as listed: where it is, where training was, and whether it checked out.
-
-    ``verified`` is True when every hash was checked (or this process wrote it),
-    False when the file is damaged (``error`` says how), None when only its
-    header was read.
-    """
-
-    name: str
-    path: Path
-    step: int
-    epoch: int = 0
-    batch: int = 0
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    size: int = 0
-    created: str | None = None
-    verified: bool | None = None
-    error: str | None = None
-    monitor: tuple[str, str] | None = None
-    has_manifest: bool = False
-
-    @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.batch, self.step)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "path": str(self.path), "step": self.step, "epoch": self.epoch,
-            "batch": self.batch, "metrics": dict(self.metrics), "size": self.size, "created": self.created,
-            "verified": self.verified, "error": self.error,
-            "monitor": {"metric": self.monitor[0], "mode": self.monitor[1]} if self.monitor else None,
-            "has_manifest": self.has_manifest,
-        }
-
-
-@dataclass(frozen=True)
-class Restored:
-    """What ``restore`` hands back besides the live objects it loaded."""
-
-    position: Position
-    metrics: dict[str, Any]
-    history: Any
-    extra: Any
-    info: CheckpointInfo
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _document(header: Any) -> dict[str, Any]:
-    from ..artifact.format import parse_json_metadata
-
-    doc = parse_json_metadata(header, CHECKPOINT_KEY)
-    if not isinstance(doc, dict) or not isinstance(doc.get("position"), dict):
-        raise FormatError(f"{header.path} is not a modelkeep checkpoint (no valid {CHECKPOINT_KEY!r} metadata)")
-    version = doc.get("checkpoint_version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise FormatError(
-            f"{header.path} is a checkpoint of version {version!r}; this modelkeep reads up to "
-            f"{CHECKPOINT_VERSION}. Upgrade modelkeep to resume from it"
-        )
-    return doc
-
-
-def _info(path: Path, header: Any, doc: Mapping[str, Any], verified: bool | None) -> CheckpointInfo:
-    position = doc["position"]
-    monitor = doc.get("monitor")
-    return CheckpointInfo(
-        name=path.name, path=path, step=int(position["step"]), epoch=int(position["epoch"]),
-        batch=int(position["batch"]), metrics=decode_tree(doc.get("metrics") or {}, {}),
-        size=header.file_size, created=doc.get("created"), verified=verified,
-        monitor=(monitor["metric"], monitor["mode"]) if isinstance(monitor, dict) else None,
-        has_manifest=isinstance(doc.get("extra_manifest"), dict),
-    )
-
-
-def describe_checkpoint(path: str | Path, *, verify: bool = False) -> CheckpointInfo:
-    """A checkpoint's position and metrics from its header; with ``verify`` every hash is checked too.
-
-    A damaged file gives ``verified=False`` and an ``error`` instead of raising.
-    """
-    from ..artifact.format import read_header
-    from ..artifact.tensors import TensorFile
-
-    path = Path(path)
-    try:
-        header = read_header(path)
-        doc = _document(header)
-        if verify:
-            with TensorFile(path, verify=True) as handle:
-                for name in handle.names():
-                    handle.tensor(name)
-        return _info(path, header, doc, True if verify else None)
-    except (FormatError, OSError) as exc:
-        return CheckpointInfo(name=path.name, path=path, step=step_of(path.name) or -1,
-                              size=path.stat().st_size if path.exists() else 0, verified=False,
-                              error=" ".join(str(exc).split()))
-
-
-def read_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor], dict[str, Any]]:
-    """``(info, tensors, document)`` of a checkpoint, every hash checked; raises ``FormatError`` on damage."""
-    from ..artifact.format import read_header
-    from ..artifact.tensors import TensorFile
-
-    path = Path(path)
-    header = read_header(path)
-    doc = _document(header)
-    with TensorFile(path, verify=True) as handle:
-        if handle.integrity is None:
-            raise FormatError(f"{path} carries no integrity hashes, so it cannot be verified")
-        tensors = handle.tensors()
-    return _info(path, header, doc, True), tensors, doc
-
-
-# --------------------------------------------------------------------------- manager
 
 
 class CheckpointManager:
@@ -212,28 +79,17 @@ class CheckpointManager:
     ``CheckpointError``) or ``"continue"`` (warn, record in ``failures``, go on).
     ``defer_copy`` (default: on when asynchronous) leaves the copy of the
     parameters and optimizer state to the background thread too; see ``fence``.
+    ``directory`` is a local folder or an fsspec URL; ``storage`` (a
+    ``CheckpointStorage``) overrides the backend made from it.
     """
 
-    def __init__(
-        self,
-        directory: str | Path,
-        *,
-        save_on: Trigger | None = None,
-        keep: Retention | None = None,
-        asynchronous: bool = True,
-        on_error: str = "stop",
-        durable: bool = True,
-        storage: Any = None,
-        defer_copy: bool | None = None,
-    ) -> None:
+    def __init__(self, directory: str | Path, *, save_on: Trigger | None = None, keep: Retention | None = None,
+                 asynchronous: bool = True, on_error: str = "stop", durable: bool = True, storage: Any = None,
+                 defer_copy: bool | None = None) -> None:
         if on_error not in ("stop", "continue"):
             raise CheckpointError(f"on_error must be 'stop' or 'continue', got {on_error!r}")
-        if storage is None:
-            from .storage import LocalStorage
-
-            storage = LocalStorage(directory)
-        self.storage = storage
-        self.directory = Path(directory)
+        self.storage = storage if storage is not None else checkpoint_storage(directory)
+        self.directory: Path | str = directory if is_url(directory) else Path(directory)
         self.save_on: Trigger = save_on if save_on is not None else EveryNEpochs(1)
         self.keep: Retention = keep if keep is not None else KeepLastN(3)
         self.monitor = find_monitor(self.keep, self.save_on)
@@ -262,16 +118,8 @@ class CheckpointManager:
         self._collect_background(block=False)
         return bool(self.save_on.should_save(SaveEvent(position, dict(metrics or {}), epoch_end)))
 
-    def save(
-        self,
-        state: TrainingState,
-        position: Position,
-        *,
-        metrics: Mapping[str, Any] | None = None,
-        history: Any = None,
-        extra: Any = None,
-        extra_manifest: Mapping[str, Any] | None = None,
-    ) -> str | None:
+    def save(self, state: CheckpointState, position: Position, *, metrics: Mapping[str, Any] | None = None,
+             history: Any = None, extra: Any = None, extra_manifest: Mapping[str, Any] | None = None) -> str | None:
         """Checkpoint ``state`` at ``position``; return the checkpoint's name (None if the save failed and on_error="continue").
 
         ``history`` and ``extra`` are JSON-like data handed back by ``restore``.
@@ -283,67 +131,66 @@ class CheckpointManager:
         self._collect_background(block=True)
         name = checkpoint_name(position.step)
         try:
-            tensors, tree = capture(state)
-            trigger_state = getattr(self.save_on, "state_dict", None)
-            document = {
-                "checkpoint_version": CHECKPOINT_VERSION,
-                "position": position.to_dict(),
-                "metrics": encode_tree(_plain_metrics(metrics), "metrics/", {}),
-                "monitor": {"metric": self.monitor[0], "mode": self.monitor[1]} if self.monitor else None,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
-                "history": encode_tree(history, "history/", tensors),
-                "extra": encode_tree(extra, "extra/", tensors),
-                "extra_manifest": encode_tree(dict(extra_manifest), "manifest/", {}) if extra_manifest else None,
-                "triggers": encode_tree(trigger_state(), "triggers/", tensors) if trigger_state else None,
-                "state": tree,
-            }
-            metadata = {
-                "format": "pt",
-                "modelkeep.format_version": "1",
-                CHECKPOINT_KEY: json.dumps(document, separators=(",", ":"), allow_nan=False),
-            }
-            pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-            if self._writer is not None:
-                # Deferred only when the optimizer's step can be fenced (a torch optimizer's step pre-hook).
-                hookable = hasattr(state.optimizer, "register_step_pre_hook")
-                defer = _deferrable(state, tensors) if self.defer_copy and hookable else set()
-                tensors = self._buffers.copy(tensors, defer=defer)
-                pending = self._buffers.pending
-                if pending:
-                    self._hook_optimizer(state.optimizer)
+            tensors, metadata, pending = self._snapshot(state, position, metrics=metrics, history=history,
+                                                        extra=extra, extra_manifest=extra_manifest)
         except CheckpointError as exc:
             self._report(CheckpointError(f"could not take checkpoint {name}: {exc}"))
             return None
         hook = getattr(self.save_on, "saved", None)
         if hook is not None:
             hook(SaveEvent(position, dict(metrics or {})))
-        job = lambda: self._commit(name, position, tensors, metadata)  # noqa: E731
         if self._writer is not None:
-            self.last_fence_wait_s = 0.0
-            if pending:
-                copied = threading.Event()
-                buffers = self._buffers
-
-                def copy_then_commit() -> None:
-                    try:
-                        buffers.fill(pending)
-                    finally:
-                        copied.set()
-                    self._commit(name, position, tensors, metadata)
-
-                job = copy_then_commit
-                self._copied = copied
-            self._writer.submit(job)
+            self._submit(name, position, tensors, metadata, pending)
             self.last_pause_s = time.perf_counter() - started
             return name
         try:
-            job()
+            self._commit(name, position, tensors, metadata)
         except CheckpointError as exc:
             self.last_pause_s = time.perf_counter() - started
             self._report(exc)
             return None
         self.last_pause_s = time.perf_counter() - started
         return name
+
+    def _snapshot(self, state: CheckpointState, position: Position, *, metrics: Mapping[str, Any] | None,
+                  history: Any, extra: Any, extra_manifest: Mapping[str, Any] | None,
+                  ) -> tuple[Mapping[str, torch.Tensor], dict[str, str], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Capture ``state``: the tensors to write (copied into the snapshot buffers when asynchronous),
+        the metadata, and the copies left for the background thread (empty unless deferred)."""
+        tensors, tree = capture(state)
+        metadata = checkpoint_metadata(position, tensors, tree, metrics=metrics, monitor=self.monitor,
+                                       history=history, extra=extra, extra_manifest=extra_manifest,
+                                       trigger_state=getattr(self.save_on, "state_dict", None))
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self._writer is not None:
+            # Deferred only when the optimizer's step can be fenced (a torch optimizer's step pre-hook).
+            hookable = hasattr(state.optimizer, "register_step_pre_hook")
+            defer = deferrable(state, tensors) if self.defer_copy and hookable else set()
+            tensors = self._buffers.copy(tensors, defer=defer)
+            pending = self._buffers.pending
+            if pending:
+                self._hook_optimizer(state.optimizer)
+        return tensors, metadata, pending
+
+    def _submit(self, name: str, position: Position, tensors: Mapping[str, torch.Tensor],
+                metadata: Mapping[str, str], pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Hand the commit to the background writer; with ``pending`` copies it fills them first, then opens the fence."""
+        self.last_fence_wait_s = 0.0
+        job = lambda: self._commit(name, position, tensors, metadata)  # noqa: E731
+        if pending:
+            copied = threading.Event()
+            buffers = self._buffers
+
+            def copy_then_commit() -> None:
+                try:
+                    buffers.fill(pending)
+                finally:
+                    copied.set()
+                self._commit(name, position, tensors, metadata)
+
+            job = copy_then_commit
+            self._copied = copied
+        self._writer.submit(job)  # type: ignore[union-attr]  # only called when asynchronous
 
     def fence(self) -> None:
         """Block until the save in flight has copied the parameters and optimizer state (cheap when it has).
@@ -406,7 +253,7 @@ class CheckpointManager:
                 error = self._writer.wait() if self._writer is not None else None
             self._unhook()
             if error is not None:
-                self.failures.append(_as_checkpoint_error(error, "background save"))
+                self.failures.append(as_checkpoint_error(error, "background save"))
 
     def _commit(self, name: str, position: Position, tensors: Mapping[str, torch.Tensor],
                 metadata: Mapping[str, str]) -> None:
@@ -416,14 +263,14 @@ class CheckpointManager:
         except BaseException as exc:
             raise CheckpointError(
                 f"could not write checkpoint {name} (step {position.step}) to {self.storage.location}: "
-                f"{_reason(exc)}. No partial checkpoint was left and earlier checkpoints are intact"
+                f"{reason(exc)}. No partial checkpoint was left and earlier checkpoints are intact"
                 f"{self._newest_hint()}"
             ) from exc
         self.last_write_s = time.perf_counter() - started
         doc = json.loads(metadata[CHECKPOINT_KEY])
         monitor = doc.get("monitor")
         info = CheckpointInfo(
-            name=name, path=self.storage.local_path(name), step=position.step, epoch=position.epoch,
+            name=name, path=self.storage.address(name), step=position.step, epoch=position.epoch,
             batch=position.batch, metrics=decode_tree(doc["metrics"], {}), size=size, created=doc["created"],
             verified=True, monitor=(monitor["metric"], monitor["mode"]) if monitor else None,
             has_manifest=doc.get("extra_manifest") is not None,
@@ -457,7 +304,7 @@ class CheckpointManager:
             return
         error = self._writer.wait()
         if error is not None:
-            self._report(_as_checkpoint_error(error, "asynchronous save"))
+            self._report(as_checkpoint_error(error, "asynchronous save"))
 
     def _report(self, error: CheckpointError) -> None:
         self.failures.append(error)
@@ -483,7 +330,7 @@ class CheckpointManager:
             if known is not None and not verify:
                 infos.append(known)
                 continue
-            infos.append(describe_checkpoint(self.storage.local_path(name), verify=verify))
+            infos.append(describe_stored(self.storage, name, verify=verify))
         return sorted(infos, key=lambda info: info.step)
 
     def latest(self) -> CheckpointInfo | None:
@@ -492,12 +339,12 @@ class CheckpointManager:
         for info in reversed(self.list()):
             if info.verified is False:
                 continue
-            checked = info if info.name in self._good else describe_checkpoint(info.path, verify=True)
+            checked = info if info.name in self._good else describe_stored(self.storage, info.name, verify=True)
             if checked.verified:
                 return checked
         return None
 
-    def restore(self, state: TrainingState, *, step: int | None = None) -> Restored | None:
+    def restore(self, state: CheckpointState, *, step: int | None = None) -> Restored | None:
         """Load the newest good checkpoint (or the one at ``step``) into ``state``; None when there is none.
 
         A truncated or corrupt newest checkpoint is skipped with a
@@ -515,9 +362,8 @@ class CheckpointManager:
                 raise CheckpointError(f"there is no checkpoint of step {step} in {self.storage.location}")
         problems = []
         for name in names:
-            path = self.storage.local_path(name)
             try:
-                info, tensors, doc = read_checkpoint(path)
+                info, tensors, doc = read_stored(self.storage, name)
             except (FormatError, OSError) as exc:
                 reason = " ".join(str(exc).split())
                 problems.append(f"{name}: {reason}")
@@ -545,51 +391,3 @@ class CheckpointManager:
                 + ". Delete the damaged files to start over"
             )
         return None
-
-
-def _tensor_key(tensor: torch.Tensor) -> tuple[Any, ...]:
-    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
-
-
-def _deferrable(state: TrainingState, tensors: Mapping[str, torch.Tensor]) -> set[str]:
-    """The names in ``tensors`` that are model parameters or optimizer state tensors on the CPU.
-
-    Only ``optimizer.step()`` changes those (a forward or backward pass does not),
-    so their copy may wait for the fence. Matched by memory (``capture`` hands
-    out detached views of the live tensors), never by name.
-    """
-    live = [p for p in state.model.parameters()]
-    optimizer_state = getattr(state.optimizer, "state", None)
-    if isinstance(optimizer_state, Mapping):
-        for per_parameter in optimizer_state.values():
-            if isinstance(per_parameter, Mapping):
-                live.extend(v for v in per_parameter.values() if isinstance(v, torch.Tensor))
-    keys = {_tensor_key(t) for t in live if t.device.type == "cpu" and t.numel()}
-    return {name for name, t in tensors.items()
-            if t.device.type == "cpu" and t.numel() and _tensor_key(t) in keys}
-
-
-def _plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
-    plain: dict[str, Any] = {}
-    for key, value in (metrics or {}).items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        elif hasattr(value, "item") and callable(value.item):  # NumPy scalars
-            value = value.item()
-        if isinstance(value, (bool, int, float, str)) or value is None:
-            plain[str(key)] = value
-    return plain
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        hint = {28: " (the disk is full)", 27: " (the file size limit was reached)",
-                13: " (the folder is not writable)", 30: " (the file system is read-only)"}.get(exc.errno or 0, "")
-        return f"{exc.strerror}{hint}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _as_checkpoint_error(error: BaseException, what: str) -> CheckpointError:
-    if isinstance(error, CheckpointError):
-        return error
-    return CheckpointError(f"the {what} failed: {_reason(error)}; earlier checkpoints are intact")

@@ -3,7 +3,8 @@
 A checkpoint holds the model weights, the optimizer, scheduler and gradient
 scaler state, every random state (Python, NumPy's legacy global state, torch CPU
 and CUDA, and named generators such as the data-order generator) and the state
-of every stateful callback. ``capture`` turns all of it into
+of every other stateful object of the run (callbacks, regularizers, the
+optimizer's parameter-group layout). ``capture`` turns all of it into
 
 * ``tensors``: a flat ``{name: tensor}`` map (model weights under ``model/``,
   everything else under its section), still pointing at the *live* tensors;
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -31,8 +32,11 @@ from ..errors import CheckpointError
 MODEL_PREFIX = "model/"
 
 
+@runtime_checkable
 class Stateful(Protocol):
-    """Anything whose state a checkpoint carries: callbacks, schedulers, scalers.
+    """Anything whose state a checkpoint carries: callbacks, schedulers, scalers, regularizers.
+
+    The package's one such protocol (``modelkeep.train`` uses this one too).
 
     ``state_dict()`` returns tensors, numbers, strings, lists, tuples and dicts
     only; ``load_state_dict(state)`` receives that structure back.
@@ -67,12 +71,20 @@ class Position:
 
 
 @dataclass
-class TrainingState:
+class CheckpointState:
     """The live objects a checkpoint captures and restores; built once, before the loop.
 
-    ``callbacks`` and ``generators`` are keyed by a stable name (the name is how
-    restore finds each one again). Generators may be ``torch.Generator`` or
-    ``numpy.random.Generator`` objects.
+    (Not to be confused with the training loop's position, ``modelkeep.train.LoopState``,
+    which is what callbacks see.)
+
+    ``callbacks`` (any stateful object of the run: callbacks, regularizers),
+    ``structure`` and ``generators`` are keyed by a stable name (the name is how
+    restore finds each one again). ``structure`` holds the objects that shape the
+    optimizer (its parameter-group layout, which grows when parameters are unfrozen
+    mid-run): they are restored before the optimizer, so its saved state finds the
+    groups it was saved with; a checkpoint written before a structure entry existed
+    restores without it (the initial layout). Generators may be ``torch.Generator``
+    or ``numpy.random.Generator`` objects.
     """
 
     model: torch.nn.Module
@@ -81,6 +93,7 @@ class TrainingState:
     scaler: Any = None
     callbacks: Mapping[str, Stateful] = field(default_factory=dict)
     generators: Mapping[str, Any] = field(default_factory=dict)
+    structure: Mapping[str, Stateful] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- JSON-safe trees
@@ -227,13 +240,16 @@ def restore_rng(state: Mapping[str, Any], generators: Mapping[str, Any] = {}) ->
 # --------------------------------------------------------------------------- whole state
 
 
-def capture(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture(state: CheckpointState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, tree)`` of the whole training state; tensors are the live ones (copy them before training goes on)."""
     tensors: dict[str, torch.Tensor] = {}
     weights = state.model.state_dict()
     for name, tensor in weights.items():
         tensors[MODEL_PREFIX + name] = tensor.detach()
     tree: dict[str, Any] = {"model": list(weights)}
+    if state.structure:
+        tree["structure"] = {name: encode_tree(owner.state_dict(), f"structure/{name}/", tensors)
+                             for name, owner in state.structure.items()}
     for section in ("optimizer", "scheduler", "scaler"):
         owner = getattr(state, section)
         if owner is not None:
@@ -246,17 +262,22 @@ def capture(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, An
     return tensors, tree
 
 
-def restore(state: TrainingState, tensors: Mapping[str, torch.Tensor], tree: Mapping[str, Any]) -> None:
+def restore(state: CheckpointState, tensors: Mapping[str, torch.Tensor], tree: Mapping[str, Any]) -> None:
     """Load everything ``capture`` recorded into the live objects of ``state``.
 
     The model must have the same parameter names and shapes; a missing section
     for an object the caller passes (say an optimizer the run did not have) is an error.
+    Order: model, structure, optimizer, scheduler, scaler, callbacks, random states.
     """
     weights = {name[len(MODEL_PREFIX):]: tensor for name, tensor in tensors.items() if name.startswith(MODEL_PREFIX)}
     try:
         state.model.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"the checkpoint's weights do not fit this model: {exc}") from None
+    saved_structure = tree.get("structure", {})
+    for name, owner in state.structure.items():
+        if name in saved_structure:  # absent from checkpoints written before it was recorded: the initial layout
+            owner.load_state_dict(decode_tree(saved_structure[name], tensors))
     for section in ("optimizer", "scheduler", "scaler"):
         owner = getattr(state, section)
         if owner is None:

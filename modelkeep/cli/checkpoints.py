@@ -8,7 +8,8 @@ from ._output import console, print_json, table
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("checkpoints", help="list a run's checkpoints and check their integrity")
-    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("directory", metavar="DIR",
+                        help="the run's checkpoint folder, or an fsspec URL such as s3://bucket/run/checkpoints")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="read headers only; do not hash every tensor")

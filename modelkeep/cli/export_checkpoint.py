@@ -6,7 +6,8 @@ import argparse
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export-checkpoint", help="write a release model file from a checkpoint")
-    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("directory", metavar="DIR",
+                        help="the run's checkpoint folder, or an fsspec URL such as s3://bucket/run/checkpoints")
     parser.add_argument("out", metavar="OUT")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest good one)")

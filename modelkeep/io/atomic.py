@@ -1,4 +1,4 @@
-"""Atomic, durable file commits: the only way modelkeep writes a destination.
+"""Atomic, durable file commits on a local disk: the only way modelkeep writes a local destination.
 
 A write goes to a temporary name in the destination's folder; when the caller
 has written everything, the file is flushed and fsynced, renamed over the
@@ -7,7 +7,8 @@ the rename itself survives a power cut. If anything fails before the rename,
 the temporary file is removed and the destination is exactly as it was.
 
 Nothing else in modelkeep opens a destination for writing; everything goes
-through ``atomic_write``.
+through ``atomic_write`` (or its one-call forms ``atomic_write_bytes`` and
+``atomic_write_text``), directly or through ``committer.RenameCommitter``.
 """
 from __future__ import annotations
 
@@ -98,6 +99,20 @@ def atomic_write(destination: str | os.PathLike[str], *, durable: bool = True) -
         raise
     if durable:
         fsync_directory(destination.parent)
+
+
+def atomic_write_bytes(destination: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    """Replace ``destination`` with ``data``, all or nothing (see ``atomic_write``); return its path."""
+    destination = Path(destination)
+    with atomic_write(destination, durable=durable) as handle:
+        handle.write(data)
+    return destination
+
+
+def atomic_write_text(destination: str | os.PathLike[str], text: str, *, encoding: str = "utf-8",
+                      durable: bool = True) -> Path:
+    """Replace ``destination`` with ``text`` encoded as ``encoding``, all or nothing; return its path."""
+    return atomic_write_bytes(destination, text.encode(encoding), durable=durable)
 
 
 def clean_leftovers(directory: str | os.PathLike[str]) -> list[Path]:

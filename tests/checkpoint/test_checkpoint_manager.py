@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from modelkeep.checkpoint import (CheckpointManager, CheckpointWarning, EveryNSteps, KeepBestN, KeepLastN,
-                                  KeepUnion, LocalStorage, Position, TrainingState)
-from modelkeep.checkpoint.atomic import TEMP_MARKER, atomic_write
+                                  KeepUnion, LocalStorage, Position, CheckpointState)
+from modelkeep.io.atomic import TEMP_MARKER, atomic_write
 from modelkeep.errors import CheckpointError
 
 
@@ -20,7 +20,7 @@ def make_state(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    return TrainingState(model, optimizer)
+    return CheckpointState(model, optimizer)
 
 
 def train_step(state):
@@ -175,11 +175,11 @@ def test_unwritable_directory(tmp_path):
 def test_full_disk_in_a_subprocess_with_rlimit_fsize(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys, torch
-        from modelkeep.checkpoint import CheckpointManager, Position, TrainingState
+        from modelkeep.checkpoint import CheckpointManager, Position, CheckpointState
         from modelkeep.errors import CheckpointError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # make the kernel fail the write with EFBIG instead
-        small = TrainingState(torch.nn.Linear(4, 4))
-        big = TrainingState(torch.nn.Linear(512, 512))
+        small = CheckpointState(torch.nn.Linear(4, 4))
+        big = CheckpointState(torch.nn.Linear(512, 512))
         manager = CheckpointManager({str(tmp_path)!r}, asynchronous=True)
         manager.save(small, Position(0, 1, 1)); manager.wait()
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))

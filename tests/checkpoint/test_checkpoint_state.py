@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelkeep.checkpoint import TrainingState, capture_rng, restore_rng
+from modelkeep.checkpoint import CheckpointState, capture_rng, restore_rng
 from modelkeep.checkpoint.state import capture, decode_tree, encode_tree, restore
 from modelkeep.errors import CheckpointError
 
@@ -90,13 +90,13 @@ def test_capture_restore_model_optimizer_scheduler_callbacks():
 
     counter = Counter()
     counter.count = 7
-    tensors, tree = capture(TrainingState(model, optimizer, scheduler, callbacks={"counter": counter}))
+    tensors, tree = capture(CheckpointState(model, optimizer, scheduler, callbacks={"counter": counter}))
     tensors = {k: v.clone() for k, v in tensors.items()}
     fresh = torch.nn.Linear(4, 3)
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1.0)
     fresh_sched = torch.optim.lr_scheduler.CosineAnnealingLR(fresh_opt, T_max=10)
     fresh_counter = Counter()
-    restore(TrainingState(fresh, fresh_opt, fresh_sched, callbacks={"counter": fresh_counter}), tensors, tree)
+    restore(CheckpointState(fresh, fresh_opt, fresh_sched, callbacks={"counter": fresh_counter}), tensors, tree)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     assert fresh_opt.param_groups[0]["betas"] == (0.8, 0.95)
     assert fresh_opt.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
@@ -105,4 +105,4 @@ def test_capture_restore_model_optimizer_scheduler_callbacks():
     assert fresh_sched.state_dict() == scheduler.state_dict()
     assert (fresh_counter.count, fresh_counter.best) == (7, math.inf)
     with pytest.raises(CheckpointError, match="fit this model"):
-        restore(TrainingState(torch.nn.Linear(5, 3)), tensors, tree)
+        restore(CheckpointState(torch.nn.Linear(5, 3)), tensors, tree)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from modelkeep.checkpoint.atomic import TEMP_MARKER, atomic_write, clean_leftovers
+from modelkeep.io.atomic import TEMP_MARKER, atomic_write, clean_leftovers
 
 
 def test_commit_replaces_destination(tmp_path):

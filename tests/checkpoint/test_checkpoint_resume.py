@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from checkpoint_train_script import Config, Crash, load_data, run  # noqa: E402
 
 from modelkeep.artifact.tensors import read_tensors  # noqa: E402
 
-SCRIPT = Path(__file__).parent / "checkpoint_train_script.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "checkpoint_train_script.py"
 BATCHES = 29  # 1797 digits in batches of 64
 
 

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from modelkeep.checkpoint import CheckpointManager, KeepLastN, Position, TrainingState
-from modelkeep.checkpoint.manager import read_checkpoint
+from modelkeep.checkpoint import CheckpointManager, KeepLastN, Position, CheckpointState
+from modelkeep.checkpoint.reading import read_checkpoint
 from modelkeep.checkpoint.snapshot import SnapshotBuffers
 
 DELAY = 0.3
@@ -48,7 +48,7 @@ def make_state(batch_norm=False):
     layers += [torch.nn.ReLU(), torch.nn.Linear(16, 4)]
     model = torch.nn.Sequential(*layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-1)
-    state = TrainingState(model, optimizer)
+    state = CheckpointState(model, optimizer)
     forward_backward(state)
     optimizer.step()  # the Adam moments exist
     return state
