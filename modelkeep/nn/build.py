@@ -20,12 +20,14 @@ import torch.nn as nn
 
 from ..errors import SpecError
 from ..spec.model import Layer, ModelSpec, load_spec
+from . import layers as _built_in_builders  # noqa: F401  (registers the builder of every built-in kind)
 from .init import apply_initializers
+from .layer_builders import build_layer
 from .modules import TiedLinear
 
 
 def _build_layer(spec: ModelSpec, layer: Layer) -> nn.Module:
-    module = layer.kind.build(spec.input_shapes_of(layer))
+    module = build_layer(layer.kind, spec.input_shapes_of(layer))
     apply_initializers(module, layer.kind)
     if not layer.trainable:
         module.requires_grad_(False)

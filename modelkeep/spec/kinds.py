@@ -1,15 +1,18 @@
 """Layer kinds: what each layer accepts, the shape it produces, the parameters it holds.
 
-A layer kind is a small class with four jobs: validate its fields (a pydantic
-model), infer its output shape from its input shapes, count its parameters
-(and buffers) with the formula behind each number, and build the
-``torch.nn.Module`` that runs it. The first three are pure Python so that a
-spec can be checked and counted without torch and without allocating weights;
-``build`` imports torch when it runs.
+A layer kind is a small class with three jobs: validate its fields (a ``Fields``
+class, declared like a pydantic model: ``modelkeep.spec.fields``), infer its output
+shape from its input shapes, and count its parameters
+(and buffers) with the formula behind each number. All three are pure Python,
+so that a spec can be checked and counted without torch and without
+allocating weights. Building the ``torch.nn.Module`` that runs a layer is the
+job of ``modelkeep.nn`` (its builder registry, ``modelkeep.nn.layer_builders``):
+this package never imports torch or ``modelkeep.nn``, not even inside a function.
 
 This module holds the base class and the registries; the kinds themselves live
-in ``modelkeep.spec.layers`` (one module per family), imported at the bottom of
-this file so that importing ``kinds`` registers every kind.
+in ``modelkeep.spec.layers`` (one module per family), which imports this module
+and never the other way round: ``modelkeep.spec.model`` imports
+``modelkeep.spec.layers``, so every built-in kind is registered before a spec is read.
 
 Shapes are per sample: no batch axis, channels first as in PyTorch
 (``(C, H, W)`` for images, ``(C, L)`` for 1-D convolutions) and time first for
@@ -20,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
 from .._registry import Registry
 from ..errors import ShapeError, SpecError
+from .fields import Fields, field_validator
 from .initializers import check_initializer
 
 Shape = tuple[int, ...]
@@ -36,12 +38,6 @@ for _name, _aliases in (
     ("tanh", ()), ("softmax", ()), ("silu", ("swish",)), ("linear", ("identity",)),
 ):
     ACTIVATIONS.register(_name, _name, aliases=_aliases)
-
-
-class Fields(BaseModel):
-    """Base of every kind's fields: unknown fields are errors, never ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,24 @@ class LayerKind:
     counts; every registered kind must have at least one, so adding a kind adds
     its tests. Each example is ``{"inputs": [shape, ...], "fields": {...}}``
     with an optional ``"dtype"`` for the inputs (``"int64"`` for token ids).
+
+    How a kind is built is not declared here. A kind of your own may define
+    ``build(self, inputs) -> torch.nn.Module`` (``inputs``: the per-sample input
+    shapes), which ``modelkeep.nn`` calls, or register a builder function with
+    ``modelkeep.nn.register_builder(name)``; the built-in kinds use the latter,
+    so that this package stays free of torch. A worked example::
+
+        @register_kind
+        class Scale(LayerKind):
+            # multiplies its input by one learned factor per feature (ScaleModule: your torch module)
+            name = "Scale"
+            examples = [{"inputs": [[4]], "fields": {}}]
+
+            def parameters(self, inputs):
+                return [ParameterGroup(inputs[0][-1], f"{inputs[0][-1]} (one factor per feature)")]
+
+            def build(self, inputs):       # imports torch only when a model is built
+                return ScaleModule(inputs[0][-1])
     """
 
     name: ClassVar[str]
@@ -91,9 +105,11 @@ class LayerKind:
     def check_links(self, layer_names: dict[str, "LayerKind"], shapes: dict[str, Shape], inputs: list[Shape]) -> None:
         """Validate references to other layers (tied weights); called once every shape is known."""
 
-    # ----------------------------------------------------------- imports torch
-    def build(self, inputs: list[Shape]) -> Any:
-        raise NotImplementedError
+    def final_activation(self) -> str | None:
+        """The canonical activation the layer ends with, if any (tells logits from probabilities)."""
+        if isinstance(self.fields, ActivationField) and self.fields.activation:
+            return ACTIVATIONS.canonical(self.fields.activation)
+        return None
 
     # ----------------------------------------------------------- helpers
     def shape_error(self, received: Shape | list[Shape], expected: str) -> ShapeError:
@@ -108,7 +124,11 @@ class LayerKind:
 
 
 def register_kind(cls: type[LayerKind]) -> type[LayerKind]:
-    """Class decorator: make a kind usable in specs under ``cls.name`` (and ``cls.aliases``)."""
+    """Class decorator: make a kind usable in specs under ``cls.name`` (and ``cls.aliases``).
+
+    This makes the kind valid and countable; for ``modelkeep.build`` it also needs a
+    builder: a ``build`` method on the class or ``modelkeep.nn.register_builder`` (see ``LayerKind``).
+    """
     LAYER_KINDS.register(cls.name, cls, aliases=cls.aliases)
     return cls
 
@@ -183,32 +203,6 @@ def conv_length(size: int, kernel: int, stride: int, pad: int, dilation: int) ->
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def activation_module(function: str, **args: Any) -> Any:
-    from ..nn import activations
-
-    return activations.make(ACTIVATIONS.canonical(function), **args)
-
-
-def with_activation(module: Any, activation: str | None) -> Any:
-    """``module`` followed by ``activation``, as one module (``Sequential`` keys ``0`` and ``1``)."""
-    if activation is None or ACTIVATIONS.canonical(activation) == "linear":
-        return module
-    import torch.nn as nn
-
-    return nn.Sequential(module, activation_module(activation))
-
-
 def activation_of(kind: LayerKind) -> str | None:
     """The activation function a layer ends with, if any (used to tell logits from probabilities)."""
-    from .layers.activation import Activation, ActivationShorthand
-
-    if isinstance(kind.fields, ActivationField):
-        return ACTIVATIONS.canonical(kind.fields.activation) if kind.fields.activation else None
-    if isinstance(kind, Activation):
-        return ACTIVATIONS.canonical(kind.fields.function)
-    if isinstance(kind, ActivationShorthand):
-        return kind.function
-    return None
-
-
-from . import layers  # noqa: E402,F401  (registers every kind)
+    return kind.final_activation()

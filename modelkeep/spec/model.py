@@ -17,9 +17,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import ValidationError
-
 from ..errors import ModelNotFoundError, SpecError
+from . import layers as _built_in_kinds  # noqa: F401  (registers every built-in kind before a spec is read)
+from .fields import make_fields
 from .kinds import LAYER_KINDS, LayerKind, Shape
 
 SPEC_VERSION = 1
@@ -204,9 +204,7 @@ class ModelSpec:
 
     def final_activation(self) -> str | None:
         """The activation the (first) output ends with: 'softmax', 'sigmoid', ... or None for raw logits."""
-        from .kinds import activation_of
-
-        return activation_of(self.by_name[self.outputs[0]].kind)
+        return self.by_name[self.outputs[0]].kind.final_activation()
 
 
 def _parse_layers(raw_layers: list[Any]) -> list[Layer]:
@@ -228,9 +226,7 @@ def _parse_layers(raw_layers: list[Any]) -> list[Layer]:
         seen[name] = index
         fields = {k: v for k, v in raw.items() if k not in _RESERVED}
         try:
-            kind = cls(cls.Fields(**fields), name)
-        except ValidationError as exc:
-            raise SpecError(f"{where}: {_describe_validation(exc)}") from None
+            kind = cls(make_fields(cls.Fields, fields), name)
         except SpecError as exc:
             raise SpecError(f"{where}: {exc}") from None
         inputs = raw.get("inputs")
@@ -254,20 +250,6 @@ def _parse_layers(raw_layers: list[Any]) -> list[Layer]:
             raise SpecError(f"{where}: 'shares' must name another layer, got {shares!r}")
         layers.append(Layer(name, kind, tuple(inputs), trainable, shares))
     return layers
-
-
-def _describe_validation(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"]) or "fields"
-        if error["type"] == "extra_forbidden":
-            parts.append(f"unknown field {loc!r}")
-        elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
-            where = f"field {loc!r}: " if error["loc"] else ""
-            parts.append(f"{where}{error['ctx']['error']}")
-        else:
-            parts.append(f"field {loc!r}: {error['msg']} (got {error.get('input')!r:.60})")
-    return "; ".join(parts)
 
 
 def _topological_order(layers: list[Layer]) -> list[Layer]:

@@ -5,11 +5,10 @@
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
-from pydantic import field_validator, model_validator
-
-from ..kinds import ACTIVATIONS, Fields, LayerKind, Shape, activation_module, register_kind
+from ..fields import field_validator, model_validator
+from ..kinds import ACTIVATIONS, Fields, LayerKind, register_kind
 
 _TAKES_ALPHA = ("leaky_relu", "elu")
 
@@ -38,9 +37,8 @@ class Activation(LayerKind):
                 raise ValueError(f"alpha applies to {' and '.join(_TAKES_ALPHA)} only, not to {self.function!r}")
             return self
 
-    def build(self, inputs: list[Shape]) -> Any:
-        args = {} if self.fields.alpha is None else {"alpha": self.fields.alpha}
-        return activation_module(self.fields.function, **args)
+    def final_activation(self) -> str | None:
+        return ACTIVATIONS.canonical(self.fields.function)
 
 
 class ActivationShorthand(LayerKind):
@@ -48,15 +46,18 @@ class ActivationShorthand(LayerKind):
 
     function: str = "linear"
 
-    def build(self, inputs: list[Shape]) -> Any:
-        return activation_module(self.function)
+    def final_activation(self) -> str | None:
+        return self.function
 
 
-for _kind, _function, _aliases in (
+# (kind, activation function, kind aliases)
+SHORTHANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("ReLU", "relu", ()), ("LeakyReLU", "leaky_relu", ()), ("ELU", "elu", ()), ("SELU", "selu", ()),
     ("GELU", "gelu", ()), ("Sigmoid", "sigmoid", ()), ("Tanh", "tanh", ()), ("Softmax", "softmax", ()),
     ("SiLU", "silu", ("Swish",)),
-):
+)
+
+for _kind, _function, _aliases in SHORTHANDS:
     register_kind(type(_kind, (ActivationShorthand,), {
         "name": _kind, "function": _function, "aliases": _aliases, "__doc__": f"The {_function} activation.",
         "examples": [{"inputs": [[2, 3]], "fields": {}}], "__module__": __name__,

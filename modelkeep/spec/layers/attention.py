@@ -8,10 +8,9 @@ position attend only to itself and earlier positions (GPT-style decoders).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
-from pydantic import Field
-
+from ..fields import Field
 from ..kinds import LayerKind, ParameterGroup, Shape, WeightInitFields, register_kind
 
 
@@ -56,12 +55,6 @@ class MultiHeadAttention(_SelfAttention):
     def parameters(self, inputs: list[Shape]) -> list[ParameterGroup]:
         return [self._attention(self._check(inputs))]
 
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import SelfAttention
-
-        f = self.fields
-        return SelfAttention(inputs[0][-1], f.num_heads, dropout=f.dropout, bias=f.use_bias, causal=f.causal)
-
 
 @register_kind
 class TransformerEncoder(_SelfAttention):
@@ -101,11 +94,3 @@ class TransformerEncoder(_SelfAttention):
             feed = ParameterGroup(2 * d * ff, f"{d}*{ff} + {ff}*{d} (feed-forward)")
             norms = ParameterGroup(2 * d, f"2*{d} (two layer norms)")
         return [self._attention(d), feed, norms]
-
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import TransformerBlock
-
-        f = self.fields
-        d = inputs[0][-1]
-        return TransformerBlock(d, f.num_heads, self.ff_dim(d), dropout=f.dropout, activation=f.activation,
-                                norm_first=f.norm_first, causal=f.causal, eps=f.epsilon, bias=f.use_bias)

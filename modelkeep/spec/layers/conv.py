@@ -1,13 +1,11 @@
 """Convolutions over ``(C, L)`` and ``(C, H, W)``: stride, padding (``"same"`` included), dilation, groups."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+from typing import ClassVar, Literal, Union
 
-from pydantic import Field
-
+from ..fields import Field
 from ..kinds import (
     ActivationField, LayerKind, ParameterGroup, Shape, WeightInitFields, as_tuple, conv_length, register_kind,
-    with_activation,
 )
 
 _AXES = {1: "(channels, length)", 2: "(channels, height, width)"}
@@ -25,19 +23,21 @@ class _Conv(LayerKind):
         groups: int = Field(default=1, gt=0)
         use_bias: bool = True
 
-    def _tuple(self, field: str) -> tuple[int, ...]:
+    def per_axis(self, field: str) -> tuple[int, ...]:
+        """``field`` as one integer per spatial axis (``kernel_size=3`` of a Conv2D is ``(3, 3)``)."""
         try:
             return as_tuple(getattr(self.fields, field), self.rank)
         except Exception:
             raise self.error(f"{field} must be one integer or {self.rank}, got {getattr(self.fields, field)!r}") from None
 
-    def _padding(self) -> tuple[int, ...] | str:
+    def padding(self) -> tuple[int, ...] | str:
+        """Padding as one integer per spatial axis, or ``"same"`` (PyTorch's own argument)."""
         pad = self.fields.padding
         if pad == "valid":
             return (0,) * self.rank
         if pad == "same":
             return "same"
-        return self._tuple("padding")
+        return self.per_axis("padding")
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         (shape,) = inputs
@@ -49,8 +49,8 @@ class _Conv(LayerKind):
             raise self.shape_error(
                 shape, f"input channels ({channels}) and filters ({f.filters}) both divisible by groups={f.groups}"
             )
-        kernel, stride, dilation = self._tuple("kernel_size"), self._tuple("stride"), self._tuple("dilation")
-        pad = self._padding()
+        kernel, stride, dilation = self.per_axis("kernel_size"), self.per_axis("stride"), self.per_axis("dilation")
+        pad = self.padding()
         if pad == "same":
             if any(s != 1 for s in stride):
                 raise self.error(f"padding='same' needs stride 1 (PyTorch's rule), got stride={f.stride}; "
@@ -66,7 +66,7 @@ class _Conv(LayerKind):
     def parameters(self, inputs: list[Shape]) -> list[ParameterGroup]:
         cin = inputs[0][0]
         f = self.fields
-        kernel = self._tuple("kernel_size")
+        kernel = self.per_axis("kernel_size")
         weights = 1
         for k in kernel:
             weights *= k
@@ -76,17 +76,6 @@ class _Conv(LayerKind):
         if f.use_bias:
             return [ParameterGroup(weights + f.filters, f"{formula}+{f.filters}")]
         return [ParameterGroup(weights, formula)]
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        f = self.fields
-        cls = nn.Conv1d if self.rank == 1 else nn.Conv2d
-        layer = cls(
-            inputs[0][0], f.filters, self._tuple("kernel_size"), stride=self._tuple("stride"),
-            padding=self._padding(), dilation=self._tuple("dilation"), groups=f.groups, bias=f.use_bias,
-        )
-        return with_activation(layer, f.activation)
 
 
 @register_kind

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
-from pydantic import Field, model_validator
-
+from ..fields import Field, model_validator
 from ..kinds import (
-    ActivationField, Fields, KernelInitFields, LayerKind, ParameterGroup, Shape, WeightInitFields, register_kind, with_activation,
+    ActivationField, Fields, KernelInitFields, LayerKind, ParameterGroup, Shape, WeightInitFields, register_kind,
 )
 
 
@@ -27,11 +26,6 @@ class Input(LayerKind):
         if any(d <= 0 for d in self.fields.shape):
             raise self.error(f"every dimension of 'shape' must be positive, got {self.fields.shape}")
         return tuple(self.fields.shape)
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        return nn.Identity()
 
 
 @register_kind
@@ -84,17 +78,6 @@ class Dense(LayerKind):
                 f"{wanted[0]}x{wanted[1]} weight; this layer has units={mine[0]} and {mine[1]} input features"
             )
 
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        if self.fields.tied_to:
-            from ...nn.modules import TiedLinear
-
-            layer = TiedLinear(self.fields.units, bias=self.fields.use_bias)
-        else:
-            layer = nn.Linear(inputs[0][-1], self.fields.units, bias=self.fields.use_bias)
-        return with_activation(layer, self.fields.activation)
-
 
 @register_kind
 class Flatten(LayerKind):
@@ -105,11 +88,6 @@ class Flatten(LayerKind):
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return (math.prod(inputs[0]),)
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        return nn.Flatten()
 
 
 @register_kind
@@ -137,11 +115,6 @@ class Reshape(LayerKind):
             raise self.shape_error(shape, f"{known} elements to reshape to {target}, got {total}")
         return tuple(target)
 
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import Reshape as ReshapeModule
-
-        return ReshapeModule(self.output_shape(inputs))
-
 
 @register_kind
 class Dropout(LayerKind):
@@ -152,11 +125,6 @@ class Dropout(LayerKind):
 
     class Fields(Fields):
         rate: float = Field(ge=0.0, lt=1.0)
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        return nn.Dropout(self.fields.rate)
 
 
 @register_kind
@@ -183,12 +151,6 @@ class Embedding(LayerKind):
         v, d = self.fields.num_embeddings, self.fields.embedding_dim
         return [ParameterGroup(v * d, f"{v}*{d}")]
 
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        f = self.fields
-        return nn.Embedding(f.num_embeddings, f.embedding_dim, padding_idx=f.padding_idx)
-
 
 @register_kind
 class PositionalEmbedding(LayerKind):
@@ -210,8 +172,3 @@ class PositionalEmbedding(LayerKind):
     def parameters(self, inputs: list[Shape]) -> list[ParameterGroup]:
         t, d = self.fields.max_length, inputs[0][-1]
         return [ParameterGroup(t * d, f"{t}*{d}")]
-
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import PositionalEmbedding as Module
-
-        return Module(self.fields.max_length, inputs[0][-1])

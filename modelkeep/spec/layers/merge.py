@@ -1,8 +1,6 @@
 """Layers that join branches of a graph: ``Add`` (residual connections) and ``Concatenate``."""
 from __future__ import annotations
 
-from typing import Any
-
 from ..kinds import Fields, LayerKind, Shape, register_kind
 
 
@@ -19,11 +17,6 @@ class Add(LayerKind):
             raise self.shape_error(inputs, "every input to have the same shape")
         return inputs[0]
 
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import Add as Module
-
-        return Module()
-
 
 @register_kind
 class Concatenate(LayerKind):
@@ -37,7 +30,8 @@ class Concatenate(LayerKind):
     class Fields(Fields):
         axis: int = 0
 
-    def _axis(self, rank: int) -> int:
+    def axis(self, rank: int) -> int:
+        """``fields.axis`` as a per-sample axis in ``[0, rank)`` for inputs of ``rank`` axes."""
         axis = self.fields.axis
         if not -rank <= axis < rank:
             raise self.error(f"axis {axis} is out of range for inputs with {rank} axes")
@@ -47,13 +41,8 @@ class Concatenate(LayerKind):
         rank = len(inputs[0])
         if any(len(shape) != rank for shape in inputs):
             raise self.shape_error(inputs, "inputs with the same number of axes")
-        axis = self._axis(rank)
+        axis = self.axis(rank)
         for shape in inputs:
             if shape[:axis] + shape[axis + 1:] != inputs[0][:axis] + inputs[0][axis + 1:]:
                 raise self.shape_error(inputs, f"inputs equal on every axis but axis {self.fields.axis}")
         return (*inputs[0][:axis], sum(shape[axis] for shape in inputs), *inputs[0][axis + 1:])
-
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import Concatenate as Module
-
-        return Module(self._axis(len(inputs[0])) + 1)  # + 1: the batch axis

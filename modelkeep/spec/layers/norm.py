@@ -6,10 +6,9 @@ the model, not trained by gradient, and reported apart from parameters.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field
-
+from ..fields import Field
 from ..kinds import Fields, LayerKind, ParameterGroup, Shape, register_kind
 
 
@@ -39,14 +38,6 @@ class _BatchNorm(LayerKind):
         if not self.fields.track_running_stats:
             return []
         return [ParameterGroup(2 * c + 1, f"2*{c}+1 (running mean, var, count)", trainable=False)]
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        f = self.fields
-        cls = nn.BatchNorm1d if self.rank == 1 else nn.BatchNorm2d
-        return cls(inputs[0][0], eps=f.epsilon, momentum=f.momentum, affine=f.affine,
-                   track_running_stats=f.track_running_stats)
 
 
 @register_kind
@@ -91,10 +82,3 @@ class LayerNorm(LayerKind):
         if self.fields.use_bias:
             return [ParameterGroup(2 * d, f"2*{d} (scale, shift)")]
         return [ParameterGroup(d, f"{d} (scale)")]
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        f = self.fields
-        return nn.LayerNorm(inputs[0][-1], eps=f.epsilon, elementwise_affine=f.elementwise_affine,
-                            bias=f.use_bias)

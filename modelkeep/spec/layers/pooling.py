@@ -1,8 +1,7 @@
 """Pooling: max and average over windows (1-D, 2-D), adaptive average, and global average."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
-
+from typing import ClassVar, Literal, Union
 
 from ..kinds import Fields, LayerKind, Shape, as_tuple, register_kind
 
@@ -19,7 +18,8 @@ class _Pool(LayerKind):
         padding: Union[int, list[int]] = 0
         ceil_mode: bool = False
 
-    def _geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """``(kernel, stride, padding)``, one integer per spatial axis each; stride defaults to the kernel."""
         try:
             k = as_tuple(self.fields.pool_size, self.rank)
             s = as_tuple(self.fields.stride, self.rank) if self.fields.stride is not None else k
@@ -34,7 +34,7 @@ class _Pool(LayerKind):
         (shape,) = inputs
         if len(shape) != self.rank + 1:
             raise self.shape_error(shape, _AXES[self.rank])
-        k, s, p = self._geometry()
+        k, s, p = self.geometry()
         out = []
         for n, kk, ss, pp in zip(shape[1:], k, s, p):
             length = n + 2 * pp - kk
@@ -46,13 +46,6 @@ class _Pool(LayerKind):
         if any(n <= 0 for n in out):
             raise self.shape_error(shape, f"spatial size of at least the pool size {'x'.join(map(str, k))}")
         return (shape[0], *out)
-
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        k, s, p = self._geometry()
-        cls = getattr(nn, f"{self.mode}Pool{self.rank}d")
-        return cls(k, stride=s, padding=p, ceil_mode=self.fields.ceil_mode)
 
 
 def _pool_kind(mode: str, rank: int) -> type[LayerKind]:
@@ -98,11 +91,6 @@ class AdaptiveAvgPool2D(LayerKind):
             raise self.error(f"output_size must be positive, got {self.fields.output_size}")
         return (shape[0], *size)
 
-    def build(self, inputs: list[Shape]) -> Any:
-        import torch.nn as nn
-
-        return nn.AdaptiveAvgPool2d(as_tuple(self.fields.output_size, 2))
-
 
 @register_kind
 class GlobalAvgPool(LayerKind):
@@ -125,10 +113,3 @@ class GlobalAvgPool(LayerKind):
         if len(shape) < 2:
             raise self.shape_error(shape, "at least two axes (features and one axis to average over)")
         return (shape[0],) if self.fields.data_format == "channels_first" else (shape[-1],)
-
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn.modules import GlobalAvgPool as Module
-
-        rank = len(inputs[0])
-        dims = tuple(range(2, rank + 1)) if self.fields.data_format == "channels_first" else tuple(range(1, rank))
-        return Module(dims)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Optional
 
-from pydantic import Field, field_validator
-
+from ..fields import Field, field_validator
 from ..kinds import LayerKind, ParameterGroup, Shape, WeightInitFields, _initializer_validator, register_kind
 
 
@@ -59,14 +58,6 @@ class _Recurrent(LayerKind):
             rest, text = self._term(self.fields.units * d)
             groups.append(ParameterGroup(repeat * rest, f"{repeat}*{text}" if repeat > 1 else text))
         return groups
-
-    def build(self, inputs: list[Shape]) -> Any:
-        from ...nn import modules
-
-        f = self.fields
-        cls = modules.LSTM if self.gates == 4 else modules.GRU
-        return cls(inputs[0][-1], f.units, num_layers=f.num_layers, bias=f.use_bias, batch_first=True,
-                   dropout=f.dropout, bidirectional=f.bidirectional, return_sequences=f.return_sequences)
 
 
 @register_kind
