@@ -1,8 +1,9 @@
 """What a model file holds, read from its header and metadata alone: ``modelkeep inspect``.
 
-``describe`` never imports torch and never reads tensor data, except with
-``verify=True``, which hashes every tensor through a read-only memory map (still
-without torch). It never imports a class the file names; it only shows it.
+``describe`` never imports torch, NumPy or pydantic and never reads tensor
+data, except with ``verify=True``, which hashes every tensor through a read-only
+memory map (still without torch). The architecture is described by its codec
+(``architecture.py``); a class the file names is shown, never imported.
 """
 from __future__ import annotations
 
@@ -11,55 +12,10 @@ import os
 from collections import Counter
 from typing import Any
 
-from ..errors import FormatError
+from .codecs import codec_for
 from .format import RESERVED_PREFIX, Header
 from .integrity import content_hash, read_integrity, verify_file
-from .manifest import Manifest, read_manifest
-
-
-def _parameter_groups(header: Header) -> list[dict[str, Any]]:
-    """Weights grouped by layer (the tensor name up to its last dot), in file order."""
-    groups: dict[str, dict[str, Any]] = {}
-    for entry in header.tensors.values():
-        if entry.name.startswith(RESERVED_PREFIX):
-            continue
-        layer, _, tensor = entry.name.rpartition(".")
-        group = groups.setdefault(layer or tensor, {"name": layer or tensor, "tensors": {}, "parameters": 0})
-        group["tensors"][tensor] = {"dtype": entry.dtype, "shape": list(entry.shape)}
-        group["parameters"] += math.prod(entry.shape)
-    return list(groups.values())
-
-
-def _architecture(manifest: Manifest, header: Header) -> tuple[dict[str, Any], list[dict[str, Any]], int, int]:
-    """The architecture summary, the per-layer rows, and the total and trainable parameter counts."""
-    from ..spec.params import count_parameters
-
-    if manifest.architecture_type == "spec":
-        spec = manifest.model_spec(header.path)
-        report = count_parameters(spec)
-        stored = sum(math.prod(e.shape) for e in header.tensors.values() if not e.name.startswith(RESERVED_PREFIX))
-        if stored != report.total + report.buffers:
-            raise FormatError(
-                f"{header.path}: the architecture needs {report.total:,} parameters and {report.buffers:,} buffer "
-                f"values but the file stores {stored:,} values; the file is corrupt or was tampered with"
-            )
-        summary = {"type": "spec", "name": spec.name, "layers": len(spec.layers),
-                   "input_shape": list(spec.input_shape), "output_shape": list(spec.output_shape)}
-        return summary, [row.to_dict() for row in report.layers], report.total, report.trainable
-    groups = _parameter_groups(header)
-    total = sum(g["parameters"] for g in groups)
-    if manifest.architecture_type == "class":
-        reference, init = manifest.class_reference()
-        summary = {"type": "class", "class": reference, "init": init,
-                   "note": "a user-defined class: loading it needs trust_code=True or model_class="}
-    else:
-        raise FormatError(
-            f"{header.path}: architecture type {str(manifest.architecture_type)[:40]!r} is not known to this "
-            "modelkeep (known: 'spec', 'class'); a newer modelkeep may be needed to read it"
-        )
-    rows = [{"name": g["name"], "kind": "tensors", "output_shape": None, "parameters": g["parameters"],
-             "tensors": g["tensors"]} for g in groups]
-    return summary, rows, total, total
+from .manifest import read_manifest
 
 
 def _sizes(header: Header) -> dict[str, Any]:
@@ -94,7 +50,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
     header, manifest = read_manifest(path, verify=True)
     integrity = read_integrity(header)
     verification = verify_file(header).to_dict() if verify else {"verified": False, "checked": "metadata and layout"}
-    architecture, layers, total, trainable = _architecture(manifest, header)
+    described = codec_for(manifest.architecture.get("type"), header.path).describe(manifest.architecture, header)
     history = manifest.history or {}
     sizes = _sizes(header)
     optimizer = None
@@ -111,16 +67,17 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         "tensors": len(header.tensors),
         "weight_tensors": len(weights),
         "stored_elements": sum(math.prod(e.shape) for e in weights),
-        "architecture": architecture,
-        "total_parameters": total,
-        "trainable_parameters": trainable,
-        "layers": layers,
+        "architecture": described.summary,
+        "total_parameters": described.total,
+        "trainable_parameters": described.trainable,
+        "layers": described.layers,
         "task": manifest.task,
         "labels": manifest.labels,
         "signature": manifest.signature,
         "metrics": manifest.metrics,
         "hyperparameters": manifest.hyperparameters,
         "preprocessing": (manifest.preprocessing or {}).get("type"),
+        "postprocessing": manifest.postprocessing,
         "epochs_trained": len(history.get("epoch", [])),
         "history": history,
         "provenance": manifest.provenance,
@@ -131,5 +88,5 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         "content_hash": content_hash(header, integrity),
         "sizes": sizes,
         "integrity": verification,
-        "unknown_sections": sorted(set(manifest.model_extra or {})),
+        "unknown_sections": sorted(manifest.unknown),
     }

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.atomic import atomic_write
+from ..io.atomic import atomic_write_bytes
 from ..errors import FormatError
 from .format import DTYPE_SIZES, KEY_INTEGRITY, KEY_MANIFEST, KEY_VERSION, MAX_DIMS, loads_bounded, read_header
 from .manifest import validate_manifest
@@ -128,9 +128,8 @@ def export_json(
         "layers": list(layers.values()),
     }
     destination = Path(destination)
-    with atomic_write(destination, durable=False) as out:
-        out.write(json.dumps(document, indent=1, allow_nan=False).encode("utf-8"))
-        out.write(b"\n")
+    atomic_write_bytes(destination, json.dumps(document, indent=1, allow_nan=False).encode("utf-8") + b"\n",
+                       durable=False)
     return destination
 
 

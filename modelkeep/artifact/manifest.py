@@ -1,43 +1,42 @@
 """The manifest: everything in a model file besides its tensors, as one validated JSON document.
 
-Sections are optional unless marked; readers keep fields they do not know
-(a newer writer may add sections) and refuse only a newer format version.
+Sections are optional unless marked; readers keep sections they do not know
+(a newer writer may add them) and refuse only a newer format version.
 ``docs/format.schema.json`` (shipped as ``manifest.schema.json`` beside this
-module) is the normative schema; the pydantic model here is what the reader
-enforces. Reading a manifest never imports torch and never imports any class
-the file names.
+module) is the normative schema; ``Manifest.from_document`` is what the reader
+enforces, in plain Python: reading a manifest imports neither torch, NumPy nor
+pydantic (``modelkeep inspect`` stays fast), and never imports any class the
+file names. Manifests are made in one place only: ``manifest_builder``.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
-import re
-import subprocess
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from ..errors import FormatError, IntegrityError, ModelkeepError, UnsupportedVersionError
+from ..errors import FormatError, IntegrityError, UnsupportedVersionError
 from .format import FORMAT_VERSION, KEY_MANIFEST, Header, parse_json_metadata, read_header
 from .integrity import read_integrity, verify_header
 
-# "package.module:Outer.Inner": dotted identifiers only, so the string can never be anything but a name.
-CLASS_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+TASKS = ("classification", "regression")
 
 
-class Manifest(BaseModel):
-    """The ``modelkeep.manifest`` document (see docs/format.md)."""
+@dataclass(frozen=True)
+class Manifest:
+    """The ``modelkeep.manifest`` document (see docs/format.md, section 3).
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    Every section but ``format_version`` and ``architecture`` is optional
+    (``None`` when absent). Sections this modelkeep does not know are kept in
+    ``unknown`` (also readable as ``model_extra``), never dropped.
+    """
 
     format_version: int
     architecture: dict[str, Any]
-    task: Literal["classification", "regression"] = "classification"
+    task: str = "classification"
     labels: list[str] | None = None
     preprocessing: dict[str, Any] | None = None
+    postprocessing: dict[str, Any] | None = None
     history: dict[str, list[Any]] | None = None
     metrics: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = None
@@ -47,46 +46,88 @@ class Manifest(BaseModel):
     lineage: dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
+    unknown: dict[str, Any] = field(default_factory=dict)
+
+    # The sections in the order writers put them; each is checked by ``check_section``.
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "format_version", "architecture", "task", "labels", "preprocessing", "postprocessing", "history", "metrics",
+        "hyperparameters", "signature", "provenance", "card", "lineage", "optimizer", "scheduler",
+    )
 
     @property
     def architecture_type(self) -> str:
         return str(self.architecture.get("type"))
 
-    def spec_dict(self) -> dict[str, Any]:
-        arch = self.architecture
-        if arch.get("type") != "spec" or not isinstance(arch.get("spec"), dict):
-            raise FormatError(
-                f"this file's architecture is of type {str(arch.get('type'))[:40]!r}; only 'spec' architectures can "
-                "be rebuilt without code"
-            )
-        return arch["spec"]
+    @property
+    def model_extra(self) -> dict[str, Any]:
+        """The sections this modelkeep does not know (the name docs/format.md promises)."""
+        return self.unknown
 
-    def model_spec(self, where: object = "the file") -> Any:
-        """The ``ModelSpec`` of a spec architecture; anything wrong with it is a ``FormatError``."""
-        from ..spec.model import ModelSpec
+    @classmethod
+    def sections(cls) -> tuple[str, ...]:
+        return cls.SECTIONS
 
-        data = self.spec_dict()
-        try:
-            return ModelSpec.from_dict(data)
-        except ModelkeepError as exc:
-            raise FormatError(f"{where}: the architecture in the file is invalid: {exc}") from None
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
-            # The spec is untrusted data; a spec parser that trips on it is still the file's fault.
-            raise FormatError(
-                f"{where}: the architecture in the file is invalid ({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
+    @classmethod
+    def from_document(cls, document: Any, where: object = "manifest") -> "Manifest":
+        """A ``Manifest`` from a decoded JSON document; any problem is a ``FormatError`` naming the section."""
+        if not isinstance(document, dict):
+            raise FormatError(f"{where}: the manifest must be a JSON object, got {type(document).__name__}")
+        values: dict[str, Any] = {}
+        for name in cls.SECTIONS:
+            if name in document:
+                values[name] = check_section(name, document[name], where)
+            elif name in ("format_version", "architecture"):
+                raise FormatError(f"{where}: manifest field {name!r} is invalid: Field required")
+        unknown = {key: value for key, value in document.items() if key not in cls.SECTIONS}
+        return cls(**values, unknown=unknown)
 
-    def class_reference(self) -> tuple[str, dict[str, Any]]:
-        """``("package.module:QualName", init_kwargs)`` of a user-class architecture, validated but not imported."""
-        arch = self.architecture
-        reference, init = arch.get("class"), arch.get("init", {})
-        if arch.get("type") != "class" or not isinstance(reference, str) or not CLASS_REFERENCE.match(reference):
-            raise FormatError(
-                f"a 'class' architecture needs 'class': 'package.module:QualName', got {str(reference)[:80]!r}"
-            )
-        if not isinstance(init, dict):
-            raise FormatError(f"the 'init' arguments of class {reference} must be a JSON object")
-        return reference, init
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: known sections in writing order (absent ones left out), then unknown ones."""
+        document = {name: getattr(self, name) for name in self.SECTIONS if getattr(self, name) is not None}
+        document.update(self.unknown)
+        return document
+
+
+def check_section(name: str, value: Any, where: object) -> Any:
+    def invalid(message: str) -> FormatError:
+        return FormatError(f"{where}: manifest field {name!r} is invalid: {message}")
+
+    if name == "format_version":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(f"Input should be a valid integer, got {type(value).__name__}")
+        return value
+    if name == "architecture":
+        if not isinstance(value, dict):
+            raise invalid(f"Input should be a valid dictionary, got {type(value).__name__}")
+        return dict(value)
+    if name == "task":
+        if value not in TASKS:
+            raise invalid(f"Input should be 'classification' or 'regression', got {str(value)[:40]!r}")
+        return value
+    if value is None:
+        return None
+    if name == "labels":
+        if not isinstance(value, list):
+            raise invalid(f"Input should be a valid list, got {type(value).__name__}")
+        for i, label in enumerate(value):
+            if not isinstance(label, str):
+                raise FormatError(f"{where}: manifest field 'labels.{i}' is invalid: Input should be a valid string")
+        return list(value)
+    if not isinstance(value, dict):
+        raise invalid(f"Input should be a valid dictionary, got {type(value).__name__}")
+    if name == "history":
+        for key, column in value.items():
+            if not isinstance(column, list):
+                raise FormatError(f"{where}: manifest field 'history.{str(key)[:40]}' is invalid: "
+                                  "Input should be a valid list")
+    return dict(value)
+
+
+def validate_manifest(document: Any, where: object = "manifest") -> Manifest:
+    """A ``Manifest`` from a decoded JSON document; any problem is a ``FormatError`` naming the field."""
+    return Manifest.from_document(document, where)
 
 
 def read_manifest(path: str | Path, *, verify: bool = True) -> tuple[Header, Manifest]:
@@ -121,18 +162,6 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> tuple[Header, Man
     return header, manifest
 
 
-def validate_manifest(document: Any, where: object = "manifest") -> Manifest:
-    """A ``Manifest`` from a decoded JSON document; any problem is a ``FormatError`` naming the field."""
-    if not isinstance(document, dict):
-        raise FormatError(f"{where}: the manifest must be a JSON object, got {type(document).__name__}")
-    try:
-        return Manifest.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise FormatError(f"{where}: manifest field {field!r} is invalid: {first['msg']}") from None
-
-
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema of the manifest (identical to ``docs/format.schema.json``)."""
     from importlib.resources import files
@@ -140,34 +169,4 @@ def manifest_schema() -> dict[str, Any]:
     return json.loads(files(__package__).joinpath("manifest.schema.json").read_text(encoding="utf-8"))
 
 
-def provenance(data_fingerprint: str | None = None) -> dict[str, Any]:
-    """Where and with what a model was made."""
-    from .. import __version__
-
-    record: dict[str, Any] = {
-        "modelkeep_version": __version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(terse=True),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        record["torch_version"] = torch.__version__
-    commit = _git_commit()
-    if commit:
-        record["git_commit"] = commit
-    if data_fingerprint:
-        record["data_fingerprint"] = data_fingerprint
-    return record
-
-
-def _git_commit() -> str | None:
-    """The commit of the code that is training, when it runs inside a git work tree."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and len(commit) == 40 else None
+__all__ = ["Manifest", "TASKS", "check_section", "manifest_schema", "read_manifest", "validate_manifest"]

@@ -1,7 +1,10 @@
-"""A loaded model: the module plus what it needs to predict — preprocessing and class names.
+"""A loaded model: the module plus what it needs to predict — preprocessing, post-processing and class names.
 
-It also hands back what training needs to continue: the optimizer and
-scheduler state saved with it (read lazily from the file).
+The post-processor is the one the file records (``postprocessing``); a file
+written before that section existed gets the one its own record implies
+(``manifest_builder.choose_postprocessing``), derived here once, at load. It
+also hands back what training needs to continue: the optimizer and scheduler
+state saved with it (read lazily from the file). Nothing here imports training.
 """
 from __future__ import annotations
 
@@ -12,34 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.preprocess import preprocessor_from_dict
 from ..errors import DataError, FormatError
+from ..processing.postprocess import PostProcessor, Prediction, postprocessor_from_dict
+from ..processing.preprocess import preprocessor_from_dict
 from ..spec.model import ModelSpec
-from ..train.history import History
+from .history import History
 from .manifest import Manifest
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predictions for a batch: class names and probabilities (classification) or values (regression)."""
-
-    probabilities: np.ndarray | None  # (N, classes)
-    labels: list[str] | None  # predicted class name per row
-    values: np.ndarray | None = None  # regression outputs
-    class_names: tuple[str, ...] = ()
-
-    def to_records(self, top: int = 3) -> list[dict[str, Any]]:
-        if self.probabilities is None:
-            return [{"value": np.asarray(v).tolist()} for v in self.values]
-        records = []
-        for label, row in zip(self.labels, self.probabilities):
-            best = np.argsort(-row)[:top]
-            records.append({
-                "label": label,
-                "probability": float(row.max()),
-                "top": [{"label": self.class_names[i], "probability": float(row[i])} for i in best],
-            })
-        return records
+from .manifest_builder import choose_postprocessing
 
 
 @dataclass
@@ -52,7 +34,10 @@ class Model:
     path: Path | None = None
     content_hash: str | None = None  # what a fine-tuned child records as its parent (see docs/format.md)
     verified: bool = True
+    final_activation: str | None = None  # the network's last activation, when its architecture says
+    output_units: int | None = None  # the width of its output, when its architecture says
     preprocessing: Any = field(init=False)
+    postprocessor: PostProcessor = field(init=False)
 
     def __post_init__(self) -> None:
         try:
@@ -61,6 +46,24 @@ class Model:
             if isinstance(exc, FormatError):
                 raise
             raise FormatError(f"{self.path}: the preprocessing section is malformed ({type(exc).__name__}: {exc})") from None
+        try:
+            self.postprocessor = self._postprocessor()
+        except FormatError as exc:
+            raise FormatError(f"{self.path}: {exc}") from None
+
+    def _postprocessor(self) -> PostProcessor:
+        """The file's post-processor; for a file without one, what its task, loss, width and activation imply."""
+        manifest = self.manifest
+        if manifest.postprocessing is not None:
+            return postprocessor_from_dict(manifest.postprocessing, labels=manifest.labels)
+        final = self.final_activation
+        units = self.output_units
+        if self.spec is not None:
+            final = final if final is not None else self.spec.final_activation()
+            units = units if units is not None else (int(self.spec.output_shape[-1]) if self.spec.output_shape else None)
+        return choose_postprocessing(task=manifest.task, labels=manifest.labels, signature=manifest.signature,
+                                     hyperparameters=manifest.hyperparameters, final_activation=final,
+                                     output_units=units)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -84,7 +87,7 @@ class Model:
 
     def optimizer_state(self) -> dict[str, Any] | None:
         """The saved ``optimizer.state_dict()`` (for ``optimizer.load_state_dict``), or ``None`` if none was saved."""
-        from .model_file import optimizer_state_dict
+        from .optimizer_state import optimizer_state_dict
         from .tensors import TensorFile
 
         if self.manifest.optimizer is None:
@@ -122,7 +125,7 @@ class Model:
 
     @torch.no_grad()
     def predict(self, x: Any, *, batch_size: int = 256) -> Prediction:
-        """Apply the saved preprocessing and the network; return class names and probabilities."""
+        """Apply the saved preprocessing, the network and the saved post-processing: class names and probabilities."""
         x = self._check_input(x)
         if self.preprocessing is not None:
             x = self.preprocessing.transform(x)
@@ -132,15 +135,7 @@ class Model:
             batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
             outputs.append(self.module(batch).float().cpu())
         out = torch.cat(outputs) if outputs else torch.empty(0)
-        if self.manifest.task == "regression":
-            return Prediction(None, None, out.numpy())
-        final = self.spec.final_activation() if self.spec is not None else None
-        if final == "softmax":
-            probabilities = out
-        elif final == "sigmoid" and out.shape[-1] == 1:
-            probabilities = torch.cat([1 - out, out], dim=1)
-        else:
-            probabilities = torch.softmax(out, dim=1)
-        probabilities = probabilities.numpy()
-        names = self.labels or tuple(str(i) for i in range(probabilities.shape[1]))
-        return Prediction(probabilities, [names[i] for i in probabilities.argmax(axis=1)], None, names)
+        return self.postprocessor.apply(out)
+
+
+__all__ = ["Model", "Prediction"]

@@ -1,7 +1,7 @@
 """Tensors in and out of a modelkeep/safetensors file, hashed on the way.
 
 ``write_tensors`` streams each tensor's bytes to disk once, hashing them as it
-goes, through ``checkpoint.atomic`` (temporary file, fsync, rename). The header
+goes, through ``io.atomic`` (temporary file, fsync, rename). The header
 is written first with fixed-width placeholder hashes and patched in place once
 the data is written, so the data is read exactly once.
 
@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterable, Mapping
 
 import torch
 
-from ..checkpoint.atomic import atomic_write, start_writeback
+from ..io.atomic import atomic_write, start_writeback
 from ..errors import FormatError
 from .format import DTYPE_SIZES, KEY_INTEGRITY, RESERVED_PREFIX, TensorEntry, encode_header, read_header
 from .integrity import (

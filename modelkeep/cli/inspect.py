@@ -38,6 +38,18 @@ def _pairs(record: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in record.items())
 
 
+def _architecture_line(summary: dict[str, Any]) -> str:
+    """One line for any architecture codec's summary: its name and size, a class reference, and its note."""
+    kind = summary.get("type")
+    if "class" in summary:
+        words = f"user class {summary['class']}({_pairs(summary.get('init') or {})}) [not imported]"
+    else:
+        words = f"{kind} {summary['name']!r}" if summary.get("name") is not None else str(kind)
+    if summary.get("layers") is not None:
+        words += f", {summary['layers']} layers"
+    return words + (f" ({summary['note']})" if summary.get("note") else "")
+
+
 def handle(args: argparse.Namespace) -> int:
     info = describe(args.file, verify=args.verify)
     if args.json:
@@ -52,13 +64,7 @@ def handle(args: argparse.Namespace) -> int:
     rows = [[escape(str(r["name"])), escape(str(r["kind"])), "x".join(map(str, r["output_shape"] or [])),
              f"{r['parameters']:,}"] for r in info["layers"]]
     out.print(table(escape(info["path"]), ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
-    if arch["type"] == "spec":
-        say(f"architecture spec {arch['name']!r}, {arch['layers']} layers")
-    elif arch["type"] == "class":
-        say(f"architecture user class {arch['class']}({_pairs(arch['init'])}) "
-                  "[not imported; loading needs trust_code=True or model_class=]")
-    else:
-        say(f"architecture {arch['type']!r} ({arch['note']})")
+    say(f"architecture {_architecture_line(arch)}")
     say(f"parameters   {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable)")
     sizes = info["sizes"]
     say(f"file         {_bytes(info['file_bytes'])}: header {_bytes(sizes['header_bytes'])}, weights "
@@ -78,6 +84,8 @@ def handle(args: argparse.Namespace) -> int:
         say(f"history      {info['epochs_trained']} epochs ({', '.join(info['history'])})")
     if info["preprocessing"]:
         say(f"preprocess   {info['preprocessing']}")
+    if info.get("postprocessing"):
+        say(f"postprocess  {_pairs(info['postprocessing'])}")
     if info["optimizer"]:
         say(f"optimizer    {info['optimizer']['class']} state saved")
     provenance = {k: v for k, v in (info["provenance"] or {}).items()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_model_file.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz_model_file.py"
 _spec = importlib.util.spec_from_file_location("fuzz_model_file", SCRIPT)
 fuzz = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz)

@@ -6,7 +6,7 @@ import torch
 
 from modelkeep.artifact import load, read_tensors, save
 from modelkeep.artifact.format import read_header
-from modelkeep.artifact.model_file import load_weights
+from modelkeep.artifact.loading import load_weights
 from modelkeep.artifact.tensors import TensorFile
 from modelkeep.errors import FormatError, IntegrityError
 from modelkeep.nn import build

@@ -18,7 +18,7 @@ from modelkeep.artifact import load
 from modelkeep.artifact.json_form import import_json
 from modelkeep.cli.main import main
 
-HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
+HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
 EXPECTED = json.loads((HOSTILE / "EXPECTED.json").read_text())
 MODEL_CASES = sorted(name for name, e in EXPECTED.items() if "load" in e)
 JSON_CASES = sorted(name for name, e in EXPECTED.items() if "import" in e)

@@ -12,7 +12,7 @@ import torch
 from modelkeep.artifact import load
 from modelkeep.artifact.inspection import describe
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 V1 = FIXTURES / "format_v1"
 CASES = sorted(V1.glob("*.expected.json"))
 

@@ -14,7 +14,7 @@ import modelkeep.artifact.tensors as tensors
 from modelkeep.artifact.format import read_header
 from modelkeep.artifact.integrity import verify_file
 from modelkeep.artifact.tensors import TensorFile, read_tensors, write_tensors
-from modelkeep.checkpoint import atomic
+from modelkeep.io import atomic
 from modelkeep.errors import IntegrityError
 
 

@@ -1,0 +1,156 @@
+"""``load`` and ``load_weights``: a model file back into a module, without running code from the file.
+
+``load`` validates the file, asks the architecture codec to rebuild the
+network (on the meta device when it can) and assigns the memory-mapped weights
+to it: no weight is copied and no code named by the file runs unless the
+caller allows it (``trust_code=True`` or ``model_class=``).
+
+``load_weights`` is the partial path: weights from a file into a module the
+caller already has, with a report of missing, unexpected and mismatched keys.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ..errors import FormatError
+from .codecs import codec_for
+from .integrity import content_hash, read_integrity
+from .manifest import read_manifest
+from .model import Model
+from .tensors import TensorFile
+
+
+def _check_weights(path: Path, expected: Mapping[str, torch.Tensor], handle: TensorFile) -> None:
+    names = set(handle.names(reserved=False))
+    missing = sorted(set(expected) - names)
+    unexpected = sorted(names - set(expected))
+    if missing or unexpected:
+        raise FormatError(
+            f"{path}: weights do not match the architecture; missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for name, reference in expected.items():
+        entry = handle.header.tensors[name]
+        if tuple(entry.shape) != tuple(reference.shape):
+            raise FormatError(
+                f"{path}: tensor {name!r} has shape {list(entry.shape)} but the architecture needs "
+                f"{list(reference.shape)}"
+            )
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    device: str | torch.device | None = None,
+    trust_code: bool = False,
+    model_class: type | None = None,
+) -> Model:
+    """Read a modelkeep file into a ready-to-use ``Model`` (evaluation mode).
+
+    A spec architecture is rebuilt from the data in the file. A user-defined
+    class is imported only with ``trust_code=True``, or taken from
+    ``model_class=`` (your own class; nothing is imported); otherwise
+    ``TrustError``. Weights are memory-mapped, not copied. With ``verify`` (the
+    default) every hash of every tensor read is checked and a mismatch raises
+    ``IntegrityError``.
+    """
+    header, manifest = read_manifest(path, verify=verify)
+    path = header.path
+    codec = codec_for(manifest.architecture.get("type"), path)
+    rebuilt = codec.decode(manifest.architecture, where=path, trust_code=trust_code, model_class=model_class)
+    module = rebuilt.module
+    with TensorFile(path, verify=verify) as handle:
+        expected = module.state_dict()
+        _check_weights(path, expected, handle)
+        state = {name: handle.tensor(name) for name in expected}
+        integrity = handle.integrity
+        if integrity is None:
+            try:
+                integrity = read_integrity(handle.header)
+            except FormatError:  # the caller chose not to verify; a broken hash table only loses the content hash
+                integrity = None
+    module.load_state_dict(state, assign=rebuilt.on_meta, strict=True)
+    if rebuilt.on_meta and any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        # A non-persistent buffer is not in the file; build the module for real and copy the weights in.
+        if rebuilt.rebuild is None:
+            raise FormatError(f"{path}: the architecture has state that the file does not hold")
+        module = rebuilt.rebuild()
+        module.load_state_dict(state, strict=True)
+    if device is not None:
+        module.to(device)
+    module.eval()
+    return Model(module=module, spec=rebuilt.spec, manifest=manifest, path=path,
+                 content_hash=content_hash(header, integrity) if integrity is not None else None, verified=verify,
+                 final_activation=rebuilt.final_activation, output_units=rebuilt.output_units)
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """What ``load_weights`` did: which tensors it loaded and which it could not, and why."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the module, not in the file
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the module
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (name, file, module)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"missing from the file ({len(self.missing)}): {', '.join(self.missing[:10])}")
+        if self.unexpected:
+            lines.append(f"in the file but not in the module ({len(self.unexpected)}): {', '.join(self.unexpected[:10])}")
+        for name, file_shape, module_shape in self.mismatched[:10]:
+            lines.append(f"shape mismatch {name}: file {list(file_shape)}, module {list(module_shape)}")
+        return "\n".join(lines)
+
+
+def load_weights(
+    module: torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    verify: bool = True,
+    prefix: str = "",
+) -> WeightsReport:
+    """Copy the weights of a model (or any safetensors) file into an existing ``module``.
+
+    Only tensors whose name (after removing ``prefix``) and shape match are
+    copied; the rest is reported. With ``strict`` any difference raises
+    ``FormatError`` and nothing is copied. No code from the file runs.
+    """
+    expected = module.state_dict()
+    mismatched, unexpected = [], []
+    with TensorFile(path, verify=verify) as handle:
+        state = {}
+        for file_name in handle.names(reserved=False):
+            if not file_name.startswith(prefix):
+                continue
+            name = file_name[len(prefix):]
+            reference = expected.get(name)
+            if reference is None:
+                unexpected.append(name)
+                continue
+            entry = handle.header.tensors[file_name]
+            if tuple(entry.shape) != tuple(reference.shape):
+                mismatched.append((name, tuple(entry.shape), tuple(reference.shape)))
+                continue
+            state[name] = file_name
+        missing = sorted(set(expected) - set(state) - {m[0] for m in mismatched})
+        report = WeightsReport(sorted(state), missing, sorted(unexpected), mismatched)
+        if strict and not report.complete:
+            raise FormatError(f"{handle.path}: the weights do not fit the module:\n{report}")
+        tensors = {name: handle.tensor(file_name) for name, file_name in state.items()}
+    module.load_state_dict(tensors, strict=False)
+    return report
+
+
+__all__ = ["WeightsReport", "load", "load_weights"]
