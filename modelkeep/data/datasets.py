@@ -7,7 +7,8 @@ to install it.
 """
 from __future__ import annotations
 
-import gzip
+import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ import numpy as np
 from .._registry import Registry
 from ..errors import DataError, ModelNotFoundError
 from .dataset import Dataset
+from .limits import ReaderLimits, check_elements, open_binary, resolve_limits
+from .targets import match_labels
 
 DATASETS: Registry[Callable[[], Dataset]] = Registry("dataset", DataError)
 
@@ -70,19 +73,32 @@ def diabetes() -> Dataset:
     return _sklearn_table("diabetes", "load_diabetes")
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format: big-endian header, then uint8 data), gzip-compressed or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(data) - header != int(np.prod(shape)):
-        raise DataError(f"{path} is truncated: header says {shape}, file holds {len(data) - header} values")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+def _read_idx(path: Path, limits: ReaderLimits | None = None) -> np.ndarray:
+    """An IDX file (the MNIST format: big-endian header, then uint8 data), gzip-compressed or not, bounded."""
+    limits = resolve_limits(limits)
+    try:
+        return _read_idx_stream(path, limits)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {' '.join(str(exc).split())[:160]}") from None
+
+
+def _read_idx_stream(path: Path, limits: ReaderLimits) -> np.ndarray:
+    with open_binary(path, limits) as handle:
+        magic = handle.read(4)
+        if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != 0x08:
+            raise DataError(f"{path} is not an IDX file of unsigned bytes")
+        ndim = magic[3]
+        dims = handle.read(4 * ndim)
+        shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(len(dims) // 4))
+        if len(shape) != ndim:
+            raise DataError(f"{path} is truncated inside its header")
+        elements = int(np.prod(shape, dtype=object)) if shape else 0
+        check_elements(elements, path, f"the IDX array of shape {list(shape)}", limits)
+        data = handle.read(elements)
+        extra = len(handle.read(1))
+    if len(data) + extra != elements:
+        raise DataError(f"{path} is truncated: header says {shape}, file holds {len(data) + extra} values")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 @DATASETS.register("fashion_mnist", aliases=("fashion-mnist",))
@@ -130,22 +146,33 @@ def load_data(source: str | Path, **options: Any):
     """A named dataset, or a user's CSV, ``.npy``/``.npz`` file or image folder (one sub-folder per class).
 
     ``options`` go to the file readers (``target``, ``task``, ``image_size``, ``mode``,
-    ...; see ``modelkeep.data.files``) and ``shape`` reshapes every sample of an in-memory set.
+    ...; see ``modelkeep.data.files``). For any source: ``input_shape`` (a model's input) brings
+    images to that size and channel count as they are read, and reshapes the samples of an
+    in-memory set (or refuses them) to fit; ``labels`` (a model's class names) matches classes
+    by name; ``limits`` (a ``ReaderLimits``) bounds what a file may expand to; ``shape``
+    reshapes every sample of an in-memory set.
     """
     from . import files
 
     shape = options.pop("shape", None)
+    input_shape = options.pop("input_shape", None)
+    labels = options.pop("labels", None)
     path = Path(source)
-    if isinstance(source, str) and source in DATASETS and not path.exists():
+    named = isinstance(source, str) and source in DATASETS and not path.exists()
+    if named:
+        options.pop("limits", None)
         if options:
             raise DataError(f"options {sorted(options)} apply to files, not to the named dataset {source!r}")
         dataset = load_dataset(source)
+        if labels is not None and dataset.labels is not None:
+            y, found = match_labels(dataset.y, dataset.labels, labels, source)
+            dataset = replace(dataset, y=y, labels=found)
     elif path.is_dir():
-        dataset = files.read_image_folder(path, **options)
+        dataset = files.read_image_folder(path, input_shape=input_shape, labels=labels, **options)
     elif path.suffix.lower() in (".csv", ".tsv", ".txt") or path.name.lower().endswith((".csv.gz",)):
-        dataset = files.read_csv(path, **options)
+        dataset = files.read_csv(path, labels=labels, **options)
     elif path.suffix.lower() in (".npy", ".npz"):
-        dataset = files.read_numpy(path, **options)
+        dataset = files.read_numpy(path, labels=labels, **options)
     elif not path.exists() and not path.suffix:
         raise DataError(DATASETS.unknown_message(str(source)) + " Or give a path to a CSV, .npy/.npz file or image folder.")
     elif not path.exists():
@@ -155,10 +182,21 @@ def load_data(source: str | Path, **options: Any):
     if shape is not None:
         if not isinstance(dataset, Dataset):
             raise DataError("'shape' applies to in-memory data, not to image folders (use image_size)")
-        shape = tuple(int(d) for d in shape)
-        if int(np.prod(shape)) != int(np.prod(dataset.input_shape)):
-            raise DataError(f"cannot reshape samples of shape {list(dataset.input_shape)} to {list(shape)}")
-        from dataclasses import replace
-
-        dataset = replace(dataset, x=dataset.x.reshape(len(dataset), *shape))
+        dataset = _reshaped(dataset, shape, source, "cannot reshape samples of shape {have} to {want}")
+    if input_shape is not None and isinstance(dataset, Dataset):
+        dataset = _reshaped(dataset, input_shape, source,
+                            "the samples of {source!r} have shape {have} but the model expects {want}")
     return dataset
+
+
+def _reshaped(dataset: Dataset, shape: Any, source: Any, message: str) -> Dataset:
+    """``dataset`` with every sample reshaped to ``shape``, which must hold as many values."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise DataError(f"a sample shape must be a list of integers, got {shape!r}") from None
+    if shape == dataset.input_shape:
+        return dataset
+    if int(np.prod(shape, dtype=object)) != int(np.prod(dataset.input_shape, dtype=object)):
+        raise DataError(message.format(source=str(source), have=list(dataset.input_shape), want=list(shape)))
+    return replace(dataset, x=dataset.x.reshape(len(dataset), *shape))
