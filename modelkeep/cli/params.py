@@ -30,19 +30,11 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["num_classes=10", "hidden=[64,32]"]`` -> ``{"num_classes": 10, "hidden": [64, 32]}`` (values as YAML)."""
-    import yaml
+    """``["num_classes=10", "hidden=[64,32]"]`` -> ``{"num_classes": 10, "hidden": [64, 32]}`` (values as YAML,
+    read by the one ``--set`` parser every command shares; dotted keys such as ``fc.units`` are kept whole)."""
+    from .._overrides import parse_overrides as parse
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        if not eq or not key.strip():
-            raise SpecError(f"--set takes KEY=VALUE (e.g. num_classes=10), got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item!r}: the value {text!r} is not a number, word or [list]") from None
-    return out
+    return parse(items, error=SpecError)
 
 
 def parse_shape(parts: list[str] | None) -> tuple[int, ...] | None:

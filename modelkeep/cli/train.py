@@ -66,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from ..checkpoint.manager import CheckpointWarning
     from ..errors import TrainingInterrupted
-    from ..train.checkpointing import set_aside_checkpoints
+    from ..checkpoint.storage import set_aside_checkpoints
     from ..train.config import CHECKPOINTS, load_config, run_training
 
     config = load_config(args.config, args.overrides)

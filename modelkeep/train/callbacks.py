@@ -1,6 +1,6 @@
 """The callback protocol, and early stopping.
 
-A callback defines any of the hooks below; each receives the ``TrainState``
+A callback defines any of the hooks below; each receives the ``LoopState``
 (counters, the model, a stop flag) and the latest logs — never the trainer.
 Call order in one run::
 
@@ -11,7 +11,8 @@ Call order in one run::
 
 Setting ``state.stop_training = True`` in any hook ends training after that hook.
 A callback that holds state across steps exposes ``state_dict()`` and
-``load_state_dict()`` so that a checkpoint can save and restore it.
+``load_state_dict()`` (the ``Stateful`` protocol of ``modelkeep.checkpoint.state``)
+so that a checkpoint can save and restore it.
 
 Example::
 
@@ -26,8 +27,11 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from ..checkpoint.state import Stateful
 from ..errors import ConfigError
 from .metrics import LOWER_IS_BETTER
+
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "HOOKS", "Stateful", "make_early_stopping"]
 
 
 @runtime_checkable
@@ -36,12 +40,6 @@ class Callback(Protocol):
     ``loss``, a 0-d device tensor (read it with ``float()`` only when needed: that waits for the device)."""
 
     def on_epoch_end(self, state: Any, logs: dict[str, float]) -> None: ...
-
-
-@runtime_checkable
-class Stateful(Protocol):
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_step_end", "on_validation_end", "on_epoch_end", "on_train_end")
@@ -126,9 +124,11 @@ class EarlyStopping:
 
 
 def make_early_stopping(config: Any) -> EarlyStopping | None:
-    """``None``/False, ``True`` (defaults), an int patience, or a dict of ``EarlyStopping`` options."""
+    """``None``/False, ``True`` (defaults), an int patience, a dict of ``EarlyStopping`` options, or one."""
     if config in (None, False):
         return None
+    if isinstance(config, EarlyStopping):
+        return config
     if config is True:
         return EarlyStopping()
     if isinstance(config, int):

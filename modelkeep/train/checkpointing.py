@@ -4,10 +4,10 @@
 (or takes one ready-made) and wraps it in ``_Checkpointing``, which
 
 * before the loop, restores the newest checkpoint that verifies (``resume=True``) into the
-  model, optimizer, schedule, scaler, stateful callbacks (early stopping with its best
-  weights), every random state and the loop's own state (position, epoch-loss
-  accumulator, histories), after checking that the checkpoint was written by a run
-  with the same settings;
+  model, the optimizer's parameter-group layout, optimizer, schedule, scaler, stateful
+  callbacks (early stopping with its best weights) and regularizers, every random state
+  and the loop's own state (position, epoch-loss accumulator, histories), after checking
+  that the checkpoint was written by a run with the same settings (``FitSettings.fingerprint``);
 * after each optimizer step, asks the trigger (no host sync: a few Python comparisons)
   and saves when one is due or when SIGTERM/SIGINT arrived; on a signal it waits for the
   save to be committed and raises ``TrainingInterrupted``, which says how to resume;
@@ -28,16 +28,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Mapping
 
+from ..checkpoint.storage import PREVIOUS, set_aside_checkpoints
 from ..errors import CheckpointError, ConfigError, TrainingInterrupted
 
 __all__ = ["CheckpointSettings", "set_aside_checkpoints"]
 
-PREVIOUS = "previous"  # where set_aside_checkpoints moves an earlier run's checkpoints (inside the folder)
 RESTART_HINT = ("to start over instead, run `modelkeep train` with --restart or call fit(..., resume=False) "
                 f"(both move the old checkpoints into {PREVIOUS}/)")
 
@@ -145,35 +143,6 @@ class CheckpointSettings:
         return asdict(self)
 
 
-def set_aside_checkpoints(directory: str | os.PathLike[str]) -> Path | None:
-    """Move the checkpoints in ``directory`` into ``directory/previous/`` so a new run starts clean.
-
-    What ``modelkeep train --restart`` and ``fit(..., resume=False)`` do with an earlier run's
-    checkpoints: nothing is mixed into the new run and nothing is lost at once; an earlier
-    ``previous/`` (the generation before) is deleted. Returns the folder they went to, or None
-    when there was nothing to move.
-    """
-    from ..checkpoint.manager import step_of
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    names = [entry.name for entry in os.scandir(directory) if entry.is_file() and step_of(entry.name) is not None]
-    if not names:
-        return None
-    target = directory / PREVIOUS
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir()
-    for name in names:
-        os.replace(directory / name, target / name)
-    from ..checkpoint.atomic import fsync_directory
-
-    fsync_directory(directory)
-    fsync_directory(target)
-    return target
-
-
 def run_fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide the numbers of a run, as plain JSON values (compared on resume)."""
     return json.loads(json.dumps(settings, sort_keys=True, default=repr))
@@ -208,23 +177,47 @@ class _NoCheckpoints:
         pass
 
 
-class _Checkpointing:
-    """Adapts ``fit``'s loop (``_Run``) to a ``CheckpointManager`` (see the module docstring for the call order).
+class OptimizerLayout:
+    """The optimizer's parameter groups as a checkpoint carries them (a ``CheckpointState.structure`` entry).
 
-    ``callbacks`` are the run's stateful callbacks by stable name; ``fingerprint`` the
+    Restored before the optimizer's own state: groups added mid-run (parameters unfrozen
+    with ``ParameterGroups.add_to``) are added again first, so the saved state finds them.
+    """
+
+    def __init__(self, groups: Any, optimizer: Any) -> None:
+        self.groups, self.optimizer = groups, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.groups.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.groups.load_state_dict(state)
+        self.groups.add_missing_to(self.optimizer)
+
+
+class _Checkpointing:
+    """Adapts ``fit``'s loop (``loop.TrainingLoop``) to a ``CheckpointManager`` (see the module docstring for the
+    call order).
+
+    ``callbacks`` are the run's stateful objects (callbacks, regularizers) by stable name;
+    ``structure`` what shapes the optimizer (``OptimizerLayout``); ``fingerprint`` the
     settings a resume must match; ``pieces`` the manifest pieces ``export-checkpoint``
-    needs to make a release file from a checkpoint.
+    needs to make a release file from a checkpoint. With several processes only the
+    strategy's coordinator writes, between two barriers; every process restores.
     """
 
     def __init__(self, manager: Any, run: Any, *, callbacks: Mapping[str, Any], fingerprint: Mapping[str, Any],
-                 pieces: Mapping[str, Any] | None) -> None:
-        from ..checkpoint.state import TrainingState
+                 pieces: Mapping[str, Any] | None, structure: Mapping[str, Any] | None = None,
+                 strategy: Any = None) -> None:
+        from ..checkpoint.state import CheckpointState
 
         self.manager = manager
         self.run = run
         self.fingerprint = dict(fingerprint)
         self.pieces = dict(pieces) if pieces else None
-        self.state = TrainingState(run.model, run.optimizer, run.schedule, run.scaler, callbacks=dict(callbacks))
+        self.state = CheckpointState(run.model, run.optimizer, run.schedule, run.scaler, callbacks=dict(callbacks),
+                                     structure=dict(structure or {}))
+        self.strategy = strategy
         self.guard: Any = None
         self.restored: Any = None
 
@@ -307,6 +300,15 @@ class _Checkpointing:
                 self._interrupted(name, position)
 
     def _save(self, position: Any, *, metrics: Mapping[str, Any] | None = None) -> str | None:
+        strategy = self.strategy
+        if strategy is None:
+            return self._write(position, metrics)
+        strategy.barrier()  # every process is at this position before the coordinator captures it
+        name = self._write(position, metrics) if strategy.is_coordinator else None
+        strategy.barrier()
+        return name
+
+    def _write(self, position: Any, metrics: Mapping[str, Any] | None) -> str | None:
         run = self.run
         return self.manager.save(self.state, position, metrics=metrics, history=run.history.to_dict(),
                                  extra={"run": self.fingerprint, "loop": run.loop_state()},

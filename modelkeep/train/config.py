@@ -26,26 +26,21 @@ resumes from its newest good checkpoint.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._overrides import apply_overrides as _apply_overrides
+from .._overrides import load_yaml
 from ..errors import ConfigError, DataError, ModelNotFoundError
+from .settings import FitSettings, yaml_defaults, yaml_keys
 
-KNOWN_KEYS = {
-    "model", "data", "preprocessing", "loss", "optimizer", "learning_rate", "weight_decay", "schedule", "epochs",
-    "batch_size", "metrics", "early_stopping", "seed", "accumulate", "clip_norm", "clip_value", "validate_every",
-    "deterministic", "precision", "device", "num_workers", "name", "card", "checkpoint",
-}
-DEFAULTS: dict[str, Any] = {
-    "preprocessing": None, "loss": "categorical_crossentropy", "optimizer": "adam", "learning_rate": 1e-3,
-    "weight_decay": 0.0, "schedule": None, "epochs": 10, "batch_size": 32, "metrics": None, "early_stopping": None,
-    "seed": 0, "accumulate": 1, "clip_norm": None, "clip_value": None, "validate_every": None,
-    "deterministic": False, "precision": "auto", "device": None, "num_workers": 0,
-}
+MAX_CONFIG_BYTES = 1 << 20
+CONFIG_KEYS = ("model", "data", "preprocessing", "name", "card", "checkpoint")  # the rest are FitSettings fields
+KNOWN_KEYS = frozenset(CONFIG_KEYS) | frozenset(yaml_keys())
+DEFAULTS: dict[str, Any] = {"preprocessing": None, **yaml_defaults()}
 
 
 @dataclass
@@ -63,67 +58,18 @@ class TrainConfig:
         return str(self.raw.get("name") or "run")
 
 
-def _yaml_loader():
-    """PyYAML's safe loader, reading ``1e-3`` as a float (YAML 1.1 needs ``1.0e-3``; people write ``1e-3``)."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
-                   r"|^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-        list("-+0123456789."))
-    return Loader
-
-
-def _yaml_load(text: str) -> Any:
-    import yaml
-
-    return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: no objects are constructed
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return _yaml_load(text)
-    except yaml.YAMLError:
-        return text
+def _promote(key: str, value: str) -> dict[str, Any]:
+    """``loss: mse`` then ``--set loss.delta=2`` gives ``{type: mse, delta: 2}``; ``data: digits`` a ``name``."""
+    return {"name": value} if key == "data" else {"type": value}
 
 
 def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs (dotted keys reach into mappings; values are YAML) applied to a copy of ``document``."""
-    document = copy.deepcopy(document)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        target = document
-        for part in parts[:-1]:
-            current = target.get(part)
-            if isinstance(current, str):  # `loss: mse` then --set loss.delta=2 → {type: mse, delta: 2}
-                current = {"type": current} if part != "data" else {"name": current}
-            if current is None:
-                current = {}
-            if not isinstance(current, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])!r} is not a mapping")
-            target[part] = current
-            target = current
-        target[parts[-1]] = _parse_value(value)
-    return document
+    return _apply_overrides(document, overrides, error=ConfigError, promote=_promote)
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
     """Read and validate a config (a YAML/JSON file or a dict), with ``--set`` style overrides."""
-    import yaml
-
     base_dir = Path.cwd()
     if isinstance(source, dict):
         document = source
@@ -131,10 +77,14 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
         path = Path(source)
         if not path.is_file():
             raise ModelNotFoundError(f"config file {str(path)!r} does not exist")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {path.stat().st_size:,} bytes; a training config is at most "
+                              f"{MAX_CONFIG_BYTES:,}")
         try:
-            document = _yaml_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        document = load_yaml(text, what=str(path))
         base_dir = path.resolve().parent
     if not isinstance(document, dict):
         raise ConfigError("a training config must be a mapping of keys (model, data, loss, ...)")
@@ -150,7 +100,9 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
         if required not in document:
             raise ConfigError(f"the config has no {required!r}; see examples/ for complete configs")
     config = TrainConfig(document, base_dir)
-    _check_names(config)
+    fit_settings(config)  # every training option is checked here, before any data is read
+    checkpoint_settings(config, ".")
+    _data_settings(config)
     return config
 
 
@@ -161,28 +113,6 @@ def _named(value: Any, what: str) -> tuple[str, dict[str, Any]]:
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value["type"], {k: v for k, v in value.items() if k != "type"}
     raise ConfigError(f"{what} must be a name or a mapping with a 'type', got {value!r}")
-
-
-def _check_names(config: TrainConfig) -> None:
-    from .callbacks import make_early_stopping
-    from .losses import LOSSES
-    from .optimizers import OPTIMIZERS
-    from .schedules import make_schedule
-
-    loss, _ = _named(config["loss"], "loss")
-    LOSSES.get(loss)
-    optimizer, options = _named(config["optimizer"], "optimizer")
-    OPTIMIZERS.get(optimizer)
-    learning_rate = options.get("learning_rate", options.get("lr", config["learning_rate"]))
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
-        raise ConfigError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    make_schedule(config["schedule"])
-    make_early_stopping(config["early_stopping"])
-    checkpoint_settings(config, ".")
-    epochs = config["epochs"]
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-    _data_settings(config)
 
 
 def _data_settings(config: TrainConfig) -> tuple[str, dict[str, Any], tuple[float, float, float], int]:
@@ -264,23 +194,24 @@ def _zoo_spec(name: str, options: dict[str, Any], dataset: Any):
     return resolve_spec(name, overrides=options, input_shape=options.pop("input_shape", None) or list(dataset.input_shape))
 
 
-def fit_options(config: TrainConfig, *, progress: Any = "auto") -> dict[str, Any]:
-    """Keyword arguments for ``fit`` from the config."""
-    from ..data.preprocess import make_preprocessing
+def fit_settings(config: TrainConfig) -> FitSettings:
+    """The config's ``FitSettings``: its keys are the settings' fields, except that ``loss`` and
+    ``optimizer`` may be mappings with a ``type`` and the options (an optimizer's may hold the
+    learning rate, as ``learning_rate`` or ``lr``)."""
+    values = {key: config[key] for key in yaml_keys()}
+    values["loss"], values["loss_options"] = _named(values["loss"], "loss")
+    values["optimizer"], options = _named(values["optimizer"], "optimizer")
+    values["learning_rate"] = options.pop("learning_rate", options.pop("lr", values["learning_rate"]))
+    values["optimizer_options"] = options
+    return FitSettings(**values)
 
-    loss, loss_options = _named(config["loss"], "loss")
-    optimizer, optimizer_options = _named(config["optimizer"], "optimizer")
-    learning_rate = optimizer_options.pop("learning_rate", optimizer_options.pop("lr", config["learning_rate"]))
-    return {
-        "loss": loss, "loss_options": loss_options, "optimizer": optimizer, "optimizer_options": optimizer_options,
-        "learning_rate": float(learning_rate), "weight_decay": float(config["weight_decay"] or 0.0),
-        "schedule": config["schedule"], "epochs": config["epochs"], "batch_size": config["batch_size"],
-        "metrics": config["metrics"], "early_stopping": config["early_stopping"], "seed": int(config["seed"]),
-        "accumulate": config["accumulate"], "clip_norm": config["clip_norm"], "clip_value": config["clip_value"],
-        "validate_every": config["validate_every"], "deterministic": bool(config["deterministic"]),
-        "precision": str(config["precision"]), "device": config["device"], "num_workers": int(config["num_workers"]),
-        "preprocessing": make_preprocessing(config["preprocessing"]), "progress": progress,
-    }
+
+def fit_options(config: TrainConfig, *, progress: Any = "auto") -> dict[str, Any]:
+    """Keyword arguments for ``fit`` from the config: the settings, the preprocessing, the progress output."""
+    from ..processing.preprocess import make_preprocessing
+
+    return {"settings": fit_settings(config), "preprocessing": make_preprocessing(config["preprocessing"]),
+            "progress": progress}
 
 
 CHECKPOINTS = "checkpoints"  # the checkpoint folder inside a run folder
@@ -313,7 +244,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     import yaml
 
     from ..artifact import save
-    from ..checkpoint.atomic import atomic_write
+    from ..io.atomic import atomic_write_text
     from ..data.split import split_dataset
     from .fit import fit
 
@@ -331,14 +262,14 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     run_dir.mkdir(parents=True, exist_ok=True)
     card = config.raw.get("card")
     model_path = save(result, run_dir / "model.safetensors", **({"card": card} if card else {}))
-    files = [model_path, *result.history.write(run_dir)]
-    with atomic_write(run_dir / "config.yaml") as handle:
-        handle.write(yaml.safe_dump(config.raw, sort_keys=False).encode("utf-8"))
+    from .history import write_history
+
+    files = [model_path, *write_history(result.history, run_dir)]
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
     files.append(run_dir / "config.yaml")
     document = {"test": _json_safe(result.test_report), "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early, "epochs_run": len(result.history)}
-    with atomic_write(run_dir / "metrics.json") as handle:
-        handle.write((json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
     files.append(run_dir / "metrics.json")
     return TrainRun(result, run_dir, model_path, files)
 

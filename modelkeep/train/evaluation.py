@@ -1,15 +1,95 @@
-"""Evaluating a saved model file on data: what ``modelkeep evaluate`` runs.
+"""Evaluating a model: over a split inside ``fit``, over a dataset (``evaluate``), and a saved file
+(``evaluate_file``, what ``modelkeep evaluate`` runs).
 
-The data is split exactly as the model's training run split it (fractions and
-seed recorded in the file's hyperparameters), so ``split="test"`` is the test
-split the run held out; ``split="all"`` scores every sample (for a separate file).
+A split is evaluated in eval mode with one read from the device at the end;
+afterwards the model goes back to the mode it was in through the mode policies
+(a BatchNorm the user froze in eval stays in eval), never with a blind
+``train(was_training)``.
+
+``evaluate_file`` splits the data exactly as the model's training run split it
+(fractions and seed recorded in the file's hyperparameters), so
+``split="test"`` is the test split the run held out; ``split="all"`` scores
+every sample (for a separate file).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import torch
 
 from ..errors import DataError
+from .batches import Split
+from .losses import make_loss
+from .metrics import MetricAccumulator, check_metric_names
+from .modes import set_mode
+from .runtime import resolve_device
+from .strategy import unwrap_model
+
+__all__ = ["EVAL_BATCH_SIZE", "evaluate", "evaluate_file", "evaluate_split", "final_activation"]
+
+EVAL_BATCH_SIZE = 512
+
+
+def final_activation(model: torch.nn.Module) -> str | None:
+    """The final activation of a spec-built model (it decides the loss wiring), else None.
+    Pass the unwrapped model: a wrapper (DDP, compile) hides ``spec``."""
+    spec = getattr(model, "spec", None)
+    return spec.final_activation() if spec is not None else None
+
+
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, split: Split, loss_fn, *, metrics: Sequence[str], num_classes: int | None,
+                   final_activation: str | None, autocast: torch.dtype | None, mode_policies: Sequence[Any] = (),
+                   batch_size: int = EVAL_BATCH_SIZE) -> tuple[dict[str, float], dict[str, Any]]:
+    """Loss and metrics over the whole split (one read from the device at the end), and the full report."""
+    was_training = model.training
+    set_mode(model, False, mode_policies)
+    total_loss = torch.zeros((), device=split.device, dtype=torch.float64)
+    accumulator = MetricAccumulator(split.task, num_classes=num_classes, final_activation=final_activation,
+                                    device=split.device)
+    count = 0
+    context = (torch.autocast(split.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext())
+    for xb, yb in split.batches(batch_size):
+        with context:
+            out = model(xb)
+        out = out.float()
+        total_loss += loss_fn(out, yb).double() * len(xb)
+        accumulator.update(out, yb)
+        count += len(xb)
+    set_mode(model, was_training, mode_policies)
+    report = accumulator.report()
+    scalars = {"loss": float(total_loss) / max(count, 1)}
+    scalars.update({name: report[name] for name in metrics})
+    report = {"loss": scalars["loss"], **report}
+    return scalars, report
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Any,
+    *,
+    loss: str = "categorical_crossentropy",
+    preprocessing: Any = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    metrics: Sequence[str] | None = None,
+    loss_options: dict[str, Any] | None = None,
+    report: bool = False,
+) -> dict[str, Any]:
+    """Loss and metrics of ``model`` over the whole of ``dataset`` (with ``report``, every metric: per class,
+    confusion matrix). ``preprocessing`` is applied, never fitted."""
+    device = resolve_device(device)
+    model.to(device)
+    final = final_activation(unwrap_model(model))
+    names = check_metric_names(metrics, dataset.task)
+    split = Split(dataset, preprocessing, device, 0)
+    num_classes = len(dataset.labels) if getattr(dataset, "labels", None) else None
+    scalars, full = evaluate_split(model, split, make_loss(loss, final, **(loss_options or {})), metrics=names,
+                                   num_classes=num_classes, final_activation=final, autocast=None,
+                                   batch_size=batch_size)
+    return full if report else scalars
 
 
 def evaluate_file(path: str | Path, data: str, *, split: str = "test") -> dict[str, Any]:
@@ -17,7 +97,6 @@ def evaluate_file(path: str | Path, data: str, *, split: str = "test") -> dict[s
     from ..artifact import load
     from ..data.datasets import load_data
     from ..data.split import split_dataset
-    from .fit import evaluate
 
     model = load(path)
     hyper = dict(model.manifest.hyperparameters or {})

@@ -1,80 +1,33 @@
-"""Training history: one record per epoch, stored column-wise in the model file, as CSV/JSON and as curves."""
+"""Training history written out: CSV/JSON files and learning curves.
+
+The record itself (``History``) belongs to the model file and lives in
+``modelkeep.artifact.history``, so that loading a model never imports training;
+it is re-exported here for the loop.
+"""
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from ..artifact.history import History
 
 
-@dataclass
-class History:
-    """Per-epoch records such as ``{"epoch": 1, "loss": 0.3, "val_accuracy": 0.97, "lr": 1e-3, "time": 0.8}``."""
+def write_history(history: History, folder: str | os.PathLike[str], *, stem: str = "history",
+                  plot: bool = True) -> list[Path]:
+    """Write ``history.csv``, ``history.json`` and (with ``plot``) ``curves.png`` into ``folder``."""
+    from ..io.atomic import atomic_write
 
-    records: list[dict[str, float]] = field(default_factory=list)
-
-    def append(self, record: dict[str, float]) -> None:
-        self.records.append(dict(record))
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, key: str) -> list[float]:
-        return [record.get(key, math.nan) for record in self.records]
-
-    @property
-    def keys(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for record in self.records:
-            seen.update(dict.fromkeys(record))
-        return list(seen)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """Column-wise: ``{"epoch": [1, 2, ...], "loss": [...], ...}`` (JSON-safe; NaN becomes None)."""
-        return {key: [_json_number(v) for v in self[key]] for key in self.keys}
-
-    @classmethod
-    def from_dict(cls, columns: dict[str, list[Any]] | None) -> "History":
-        if not columns:
-            return cls()
-        length = max(len(v) for v in columns.values())
-        records = []
-        for i in range(length):
-            records.append({k: (math.nan if v[i] is None else v[i]) for k, v in columns.items() if i < len(v)})
-        return cls(records)
-
-    def to_csv(self) -> str:
-        """One row per epoch, one column per key (empty cells where a value is missing)."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        keys = self.keys
-        writer.writerow(keys)
-        for record in self.records:
-            writer.writerow(["" if _json_number(record.get(k)) is None else record.get(k) for k in keys])
-        return out.getvalue()
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    def write(self, folder: str | os.PathLike[str], *, stem: str = "history", plot: bool = True) -> list[Path]:
-        """Write ``history.csv``, ``history.json`` and (with ``plot``) ``curves.png`` into ``folder``."""
-        from ..checkpoint.atomic import atomic_write
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for suffix, text in ((".csv", self.to_csv()), (".json", self.to_json() + "\n")):
-            path = folder / f"{stem}{suffix}"
-            with atomic_write(path) as handle:
-                handle.write(text.encode("utf-8"))
-            written.append(path)
-        if plot and self.records:
-            written.append(plot_history(self, folder / "curves.png"))
-        return written
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, text in ((".csv", history.to_csv()), (".json", history.to_json() + "\n")):
+        path = folder / f"{stem}{suffix}"
+        with atomic_write(path) as handle:
+            handle.write(text.encode("utf-8"))
+        written.append(path)
+    if plot and history.records:
+        written.append(plot_history(history, folder / "curves.png"))
+    return written
 
 
 def plot_history(history: History, path: str | os.PathLike[str]) -> Path:
@@ -103,7 +56,7 @@ def plot_history(history: History, path: str | os.PathLike[str]) -> Path:
         if axis.lines:
             axis.legend(fontsize=8)
     figure.tight_layout()
-    from ..checkpoint.atomic import atomic_write
+    from ..io.atomic import atomic_write
 
     path = Path(path)
     try:
@@ -114,7 +67,4 @@ def plot_history(history: History, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+__all__ = ["History", "plot_history", "write_history"]

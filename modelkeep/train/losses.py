@@ -7,7 +7,7 @@ numerically stable way whenever it can be. Targets may be class indices
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +108,20 @@ def make_loss(name: str, final_activation: str | None = None, **options: Any) ->
         return factory(final_activation, **options)
     except TypeError:
         raise ConfigError(f"loss {name!r} does not accept options {sorted(options)}") from None
+
+
+def training_objective(loss_fn: LossFn, regularizers: Sequence[Any], model: torch.nn.Module) -> LossFn:
+    """The loss the loop minimizes: ``loss_fn`` plus every regularizer's penalty on ``model`` (the unwrapped one).
+
+    Without regularizers it is ``loss_fn`` itself, so a plain run computes exactly what it always did.
+    """
+    if not regularizers:
+        return loss_fn
+    from .regularizers import total_penalty
+
+    penalized = tuple(regularizers)
+
+    def objective(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss_fn(output, target) + total_penalty(penalized, model)
+
+    return objective

@@ -49,6 +49,9 @@ class Schedule:
         return self.decay(step - self.warmup_steps)
 
     def apply(self, optimizer: Any, step: int) -> None:
+        groups = optimizer.param_groups
+        if len(groups) > len(self.base_lrs):  # groups added since start (parameters unfrozen mid-run)
+            self.base_lrs += [group.get("initial_lr", group["lr"]) for group in groups[len(self.base_lrs):]]
         factor = self.multiplier(step) * self.extra_factor()
         for group, base in zip(optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor

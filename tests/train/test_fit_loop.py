@@ -12,8 +12,10 @@ from modelkeep.data import Standardize, load_dataset, split_dataset
 from modelkeep.errors import ConfigError, TrainingError
 from modelkeep.nn import build
 from modelkeep.train import EarlyStopping, epoch_permutation, evaluate, fit
+from modelkeep.train.history import write_history
 
 fit_module = importlib.import_module("modelkeep.train.fit")  # the module, not the function `fit`
+loop_module = importlib.import_module("modelkeep.train.loop")
 IRIS_MLP = {"layers": [{"kind": "Input", "shape": [4]}, {"kind": "Dense", "units": 16, "activation": "relu"},
                        {"kind": "Dense", "units": 3}]}
 
@@ -48,7 +50,7 @@ class Recorder:
 def test_hooks_see_an_explicit_position(iris):
     recorder = Recorder()
     fit(build(IRIS_MLP, seed=0), iris.train, epochs=2, batch_size=40, callbacks=[recorder], progress=False)
-    assert len(iris.train) == 119  # 119 samples / 40 = 3 batches per epoch
+    assert len(iris.train) == 120  # 120 samples / 40 = 3 batches per epoch (issue 10 item 5: was 119)
     assert recorder.calls == [
         ("train_begin", 0, 0, 0),
         ("epoch_begin", 0, 0, 0), ("step_end", 0, 1, 1), ("step_end", 0, 2, 2), ("step_end", 0, 3, 3),
@@ -100,21 +102,22 @@ def test_early_stopping_state_round_trips():
 
 def test_test_split_is_evaluated_exactly_once_and_after_training(iris, monkeypatch):
     seen = []
-    original = fit_module._evaluate_split
+    original = fit_module.evaluate_split
 
     def counting(model, split, *args, **kwargs):
         seen.append(split.name)
         return original(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "_evaluate_split", counting)
+    monkeypatch.setattr(fit_module, "evaluate_split", counting)  # the test split
+    monkeypatch.setattr(loop_module, "evaluate_split", counting)  # validations
     built = []
-    original_split = fit_module._Split
+    original_split = fit_module.Split
 
     def tracking_split(dataset, *args):
         built.append(dataset.name)
         return original_split(dataset, *args)
 
-    monkeypatch.setattr(fit_module, "_Split", tracking_split)
+    monkeypatch.setattr(fit_module, "Split", tracking_split)
     result = fit(build(IRIS_MLP, seed=0), iris.train, iris.validation, iris.test, epochs=3, batch_size=16,
                  early_stopping={"patience": 1}, progress=False)
     assert seen.count("iris/test") == 1 and seen[-1] == "iris/test"
@@ -204,7 +207,7 @@ def test_bad_arguments_are_config_errors(iris):
 
 def test_history_is_written_as_csv_json_and_curves(iris, tmp_path):
     result = fit(build(IRIS_MLP, seed=0), iris.train, iris.validation, epochs=3, batch_size=16, progress=False)
-    files = result.history.write(tmp_path)
+    files = write_history(result.history, tmp_path)
     assert [p.name for p in files] == ["history.csv", "history.json", "curves.png"]
     lines = (tmp_path / "history.csv").read_text().splitlines()
     assert lines[0].split(",")[:3] == ["epoch", "loss", "val_loss"] and len(lines) == 4

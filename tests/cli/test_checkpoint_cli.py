@@ -7,19 +7,19 @@ import pytest
 import torch
 
 from modelkeep.checkpoint import (CheckpointManager, EveryNEpochs, KeepAll, KeepBestN, KeepUnion, Position,
-                                  TrainingState, manifest_pieces)
+                                  CheckpointState, manifest_pieces)
 from modelkeep.cli.main import main
 from modelkeep.quickstart import DIGITS_CNN
 
 
-@pytest.fixture()
-def run_dir(tmp_path):
+def make_run(location):
+    """Three checkpoints of a spec-built model at ``location`` (a folder or an fsspec URL); returns the model."""
     from modelkeep.nn import build
 
     model = build(DIGITS_CNN, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    state = TrainingState(model, optimizer)
-    manager = CheckpointManager(tmp_path / "run", save_on=EveryNEpochs(1),
+    state = CheckpointState(model, optimizer)
+    manager = CheckpointManager(location, save_on=EveryNEpochs(1),
                                 keep=KeepUnion(KeepAll(), KeepBestN(1, "val_loss")), asynchronous=True)
     pieces = manifest_pieces(model, labels=[str(i) for i in range(10)], hyperparameters={"lr": 1e-3})
     x = torch.randn(32, 1, 8, 8)
@@ -31,7 +31,12 @@ def run_dir(tmp_path):
         manager.save(state, Position(epoch, 0, epoch * 10), metrics={"val_loss": val_loss},
                      history={"epoch": list(range(1, epoch + 1))}, extra_manifest=pieces)
     manager.close()
-    return tmp_path / "run", model
+    return model
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    return tmp_path / "run", make_run(tmp_path / "run")
 
 
 def test_list_checkpoints_json(run_dir, capsys):
@@ -74,7 +79,7 @@ def test_export_makes_a_loadable_release_file(run_dir, tmp_path, args, step):
 
 def test_export_without_a_manifest_says_why(tmp_path, capsys):
     manager = CheckpointManager(tmp_path, asynchronous=False)
-    manager.save(TrainingState(torch.nn.Linear(2, 2)), Position(1, 0, 1))
+    manager.save(CheckpointState(torch.nn.Linear(2, 2)), Position(1, 0, 1))
     assert main(["export-checkpoint", str(tmp_path), str(tmp_path / "out.safetensors")]) == 2
     assert "holds no model manifest" in capsys.readouterr().err
 
@@ -91,3 +96,24 @@ def test_export_with_optimizer_restores_into_a_fresh_optimizer(run_dir, tmp_path
     moments = [s["exp_avg"] for s in optimizer.state.values()]
     assert len(moments) == len(list(model.parameters())) and all(m.abs().sum() > 0 for m in moments)
     assert optimizer.state_dict()["state"][0]["step"] == 3
+
+
+def test_list_and_export_from_an_fsspec_store(tmp_path, capsys):
+    import uuid
+
+    import fsspec
+
+    from modelkeep.artifact import load
+
+    url = f"memory:///cli-{uuid.uuid4().hex}/checkpoints"
+    try:
+        make_run(url)
+        assert main(["checkpoints", url, "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [c["step"] for c in listed] == [10, 20, 30] and all(c["verified"] for c in listed)
+        assert listed[-1]["path"] == f"{url}/checkpoint-000000030.safetensors"
+        out = tmp_path / "release.safetensors"
+        assert main(["export-checkpoint", url, str(out), "--best"]) == 0
+        assert load(out).manifest.lineage["checkpoint"]["step"] == 20
+    finally:
+        fsspec.filesystem("memory").rm(url[len("memory://"):].rsplit("/", 1)[0], recursive=True)

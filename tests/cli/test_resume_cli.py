@@ -18,7 +18,7 @@ from modelkeep.artifact.tensors import read_tensors
 from modelkeep.cli import train as train_command
 from modelkeep.cli.main import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from torture_resume import torture_cli  # noqa: E402
 
 CONFIG = """\

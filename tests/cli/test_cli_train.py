@@ -9,7 +9,7 @@ import pytest
 
 from modelkeep.cli.main import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_example_configs_are_valid():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from modelkeep.checkpoint import CheckpointWarning, LocalStorage, list_checkpoints
-from modelkeep.checkpoint.atomic import TEMP_MARKER
+from modelkeep.io.atomic import TEMP_MARKER
 from modelkeep.data import Standardize
 from modelkeep.errors import CheckpointError, TrainingInterrupted
 from modelkeep.nn import build
@@ -161,7 +161,7 @@ class FullDisk(LocalStorage):
     def write(self, name, tensors, metadata, *, durable=True):
         self.writes += 1
         if self.writes >= self.fail_at:
-            from modelkeep.checkpoint.atomic import atomic_write
+            from modelkeep.io.atomic import atomic_write
 
             with atomic_write(self.directory / name, durable=False) as handle:
                 handle.write(b"\0" * 1000)
@@ -236,7 +236,7 @@ KILL_IN_SAVE = textwrap.dedent("""
         def write(self, name, tensors, metadata, *, durable=True):
             DieInThirdSave.writes += 1
             if DieInThirdSave.writes == 3:  # half a temporary file written, then the process dies
-                from modelkeep.checkpoint.atomic import atomic_write
+                from modelkeep.io.atomic import atomic_write
                 with atomic_write(self.directory / name, durable=False) as handle:
                     handle.write(b"\\0" * 4096)
                     handle.flush()
@@ -249,7 +249,7 @@ KILL_IN_SAVE = textwrap.dedent("""
 
 
 def test_sigkill_inside_a_save_then_resume_is_bit_identical(tmp_path, digits_splits, reference):
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).resolve().parent)  # this folder: the script imports this module
     code = KILL_IN_SAVE.format(tests=tests, directory=str(tmp_path))
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", "")})
