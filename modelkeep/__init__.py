@@ -5,16 +5,15 @@ Declare a network as data (``ModelSpec``), build it (``build``), count it
 safetensors file (``save``), load it anywhere without running code (``load``)
 and predict class names (``Model.predict``).
 
-Names are imported on first use so that ``import modelkeep`` (and the CLI's
-``--help``) stay fast and do not import torch until a function needs it.
+The public API is the table below, listed once: each name maps to the
+subpackage that defines it, and is imported on first use so that ``import
+modelkeep`` (and the CLI's ``--help``) stays fast and does not import torch
+until a function needs it. ``docs/architecture.md`` shows the layers.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ._lazy import lazy_exports
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _EXPORTS = {
     # errors
@@ -22,52 +21,41 @@ _EXPORTS = {
     "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
     "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
     "TrainingInterrupted": "errors",
+    # io: durable writes
+    "atomic_write": "io",
     # spec
     "ModelSpec": "spec", "load_spec": "spec", "count_parameters": "spec", "LAYER_KINDS": "spec",
     "INITIALIZERS": "spec", "ParameterReport": "spec", "register_kind": "spec",
     # zoo
     "ZOO": "zoo", "get_spec": "zoo", "list_models": "zoo", "register_model": "zoo", "resolve_spec": "zoo",
     # nn
-    "build": "nn", "SpecModule": "nn",
+    "build": "nn", "SpecModule": "nn", "register_builder": "nn",
+    # processing
+    "Standardize": "processing", "MinMaxScale": "processing", "Rescale": "processing",
     # data
-    "load_dataset": "data", "split_dataset": "data", "Dataset": "data", "Standardize": "data",
-    "load_data": "data", "kfold_splits": "data", "ImageFolder": "data", "MinMaxScale": "data", "Rescale": "data",
-    # train
-    "fit": "train", "evaluate": "train", "History": "train", "FitResult": "train",
-    "EarlyStopping": "train", "Callback": "train", "TrainState": "train", "compute_metrics": "train",
-    "plot_history": "train", "seed_everything": "train", "CheckpointSettings": "train",
-    "set_aside_checkpoints": "train",
-    # artifact
-    "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact",
+    "load_dataset": "data", "split_dataset": "data", "Dataset": "data", "load_data": "data", "kfold_splits": "data",
+    "ImageFolder": "data", "ReaderLimits": "data", "dataset_from_arrays": "data",
+    # artifact: the model file
+    "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact", "History": "artifact",
     "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
     "read_header": "artifact", "load_weights": "artifact", "WeightsReport": "artifact", "describe": "artifact",
     "diff_files": "artifact", "export_json": "artifact", "import_json": "artifact", "verify_file": "artifact",
     "content_hash": "artifact", "Manifest": "artifact", "read_manifest": "artifact", "manifest_schema": "artifact",
     # checkpoint
-    "atomic_write": "checkpoint", "CheckpointManager": "checkpoint", "list_checkpoints": "checkpoint",
-    "export_checkpoint": "checkpoint",
+    "CheckpointManager": "checkpoint", "list_checkpoints": "checkpoint", "export_checkpoint": "checkpoint",
+    "set_aside_checkpoints": "checkpoint",
+    # train
+    "fit": "train", "FitSettings": "train", "evaluate": "train", "FitResult": "train", "EarlyStopping": "train",
+    "Callback": "train", "LoopState": "train", "compute_metrics": "train", "plot_history": "train",
+    "seed_everything": "train", "CheckpointSettings": "train",
+    # train: the seams fine-tuning and multi-process training plug into
+    "Regularizer": "train", "GroupRule": "train", "ModePolicy": "train", "ProcessStrategy": "train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
-
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:
     return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .artifact import (Manifest, Model, Prediction, TensorFile, WeightsReport, content_hash, describe, diff_files,
-                           export_json, import_json, load, load_weights, manifest_schema, read_header, read_manifest,
-                           read_tensors, save, verify_file, write_tensors)
-    from .checkpoint import CheckpointManager, atomic_write, export_checkpoint, list_checkpoints
-    from .data import (Dataset, ImageFolder, MinMaxScale, Rescale, Standardize, kfold_splits, load_data,
-                       load_dataset, split_dataset)
-    from .errors import *  # noqa: F403
-    from .nn import SpecModule, build
-    from .spec import INITIALIZERS, LAYER_KINDS, ModelSpec, ParameterReport, count_parameters, load_spec, register_kind
-    from .zoo import ZOO, get_spec, list_models, register_model, resolve_spec
-    from .train import (Callback, CheckpointSettings, EarlyStopping, FitResult, History, TrainState, compute_metrics,
-                        evaluate, fit, plot_history, seed_everything, set_aside_checkpoints)

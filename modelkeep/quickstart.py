@@ -54,8 +54,10 @@ def run_quickstart(
     import numpy as np
 
     from .artifact import load, save
-    from .data import Standardize, load_dataset, split_dataset
+    from .data import load_dataset, split_dataset
+    from .io.atomic import atomic_write_text
     from .nn import build
+    from .processing import Standardize
     from .spec import load_spec
     from .train import fit
     from .train.checkpointing import CheckpointSettings
@@ -64,7 +66,7 @@ def run_quickstart(
     out.mkdir(parents=True, exist_ok=True)
     spec = load_spec(DIGITS_CNN)
     spec_path = out / "spec.json"
-    spec_path.write_text(spec.to_json() + "\n", encoding="utf-8")
+    atomic_write_text(spec_path, spec.to_json() + "\n")
 
     splits = split_dataset(load_dataset("digits"), seed=seed)
     model = build(spec, seed=seed)
