@@ -54,6 +54,18 @@ class TrainingError(ModelkeepError, RuntimeError):
     """Training cannot go on: for example the loss became NaN or infinite."""
 
 
+class StorageError(ModelkeepError, OSError):
+    """A file or folder could not be written where asked: a folder in the way, no permission, a folder in use.
+
+    The message names the destination (never a temporary file), what was wrong and how to fix it;
+    ``errno`` is the system's error number when there was one.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class CheckpointError(ModelkeepError, OSError):
     """A checkpoint could not be written or no usable checkpoint could be read."""
 

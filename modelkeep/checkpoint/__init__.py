@@ -25,7 +25,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "export_checkpoint": "export", "list_checkpoints": "export", "manifest_pieces": "export",
     "select_checkpoint": "export",
-    "CheckpointManager": "manager", "CheckpointWarning": "manager",
+    "CheckpointManager": "manager", "CheckpointWarning": "reading",
     "CheckpointInfo": "reading", "Restored": "reading", "describe_checkpoint": "reading", "read_checkpoint": "reading",
     "AnyOf": "policies", "EveryNEpochs": "policies", "EveryNSeconds": "policies", "EveryNSteps": "policies",
     "KeepAll": "policies", "KeepBestN": "policies", "KeepEveryNth": "policies", "KeepLastN": "policies",
@@ -46,7 +46,8 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .export import export_checkpoint, list_checkpoints, manifest_pieces, select_checkpoint
-    from .manager import CheckpointManager, CheckpointWarning
+    from .manager import CheckpointManager
+    from .reading import CheckpointWarning
     from .policies import (AnyOf, EveryNEpochs, EveryNSeconds, EveryNSteps, KeepAll, KeepBestN, KeepEveryNth,
                            KeepLastN, KeepUnion, OnBestMetric, Retention, SaveEvent, Trigger)
     from .signals import SignalGuard

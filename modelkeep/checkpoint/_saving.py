@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ModelkeepError
 from .reading import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from .state import Position, CheckpointState, encode_tree
 
@@ -78,6 +78,8 @@ def plain_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def reason(exc: BaseException) -> str:
+    if isinstance(exc, ModelkeepError):  # already says what was wrong and how to fix it
+        return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         hint = {28: " (the disk is full)", 27: " (the file size limit was reached)",
                 13: " (the folder is not writable)", 30: " (the file system is read-only)"}.get(exc.errno or 0, "")

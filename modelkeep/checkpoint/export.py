@@ -12,55 +12,63 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .reading import CheckpointInfo, describe_stored, read_stored
+from .reading import CheckpointInfo, CheckpointWarning, describe_stored, misnamed, position_order, read_stored
 from .state import MODEL_PREFIX, decode_tree
-from .storage import CheckpointReader, checkpoint_storage, is_url, step_of
+from .storage import CheckpointReader, is_url, run_checkpoints, step_of
 
 
 def list_checkpoints(directory: str | os.PathLike[str] | CheckpointReader, *,
                      verify: bool = False) -> list[CheckpointInfo]:
-    """Every checkpoint in ``directory`` (a folder, an fsspec URL or a storage backend), oldest first.
+    """Every checkpoint in ``directory`` (a checkpoint folder or a run folder holding ``checkpoints/``, an fsspec
+    URL or a storage backend), oldest first by the position each records (never by file name).
 
-    Damaged ones have ``verified=False`` and an ``error``.
+    Damaged ones have ``verified=False`` and an ``error``; a file whose name disagrees with the step it
+    records gets a ``CheckpointWarning``.
     """
     if isinstance(directory, (str, os.PathLike)) and not is_url(directory) and not Path(directory).is_dir():
-        raise CheckpointError(f"{str(directory)!r} is not a folder of checkpoints")
-    storage = checkpoint_storage(directory)
+        raise CheckpointError(f"{str(directory)!r} is not a folder of checkpoints; give the run folder or its "
+                              "checkpoints/ folder")
+    storage = run_checkpoints(directory)
     infos = [describe_stored(storage, name, verify=verify) for name in storage.names() if step_of(name) is not None]
-    return sorted(infos, key=lambda info: info.step)
+    for info in infos:
+        if (problem := misnamed(info)) is not None:
+            warnings.warn(problem, CheckpointWarning, stacklevel=2)
+    return sorted(infos, key=position_order)
 
 
 def select_checkpoint(directory: str | os.PathLike[str] | CheckpointReader, *, step: int | None = None,
                       best: bool = False, metric: str | None = None, mode: str | None = None) -> CheckpointInfo:
     """The checkpoint at ``step``, the best by the run's monitored metric (or ``metric``/``mode``), or the newest good one."""
-    storage = checkpoint_storage(directory)
-    candidates = [info for info in list_checkpoints(directory) if info.verified is not False]
+    storage = run_checkpoints(directory)
+    candidates = [info for info in list_checkpoints(storage) if info.verified is not False]
     if step is not None:
         for info in candidates:
             if info.step == step:
                 return info
-        raise CheckpointError(f"no usable checkpoint of step {step} in {directory}; steps: "
+        raise CheckpointError(f"no usable checkpoint of step {step} in {storage.location}; steps: "
                               f"{[c.step for c in candidates]}")
     if best:
         monitor = (metric, mode or "min") if metric else next((c.monitor for c in candidates if c.monitor), None)
         if monitor is None:
-            raise CheckpointError(f"the checkpoints in {directory} record no monitored metric; pass --metric NAME")
+            raise CheckpointError(f"the checkpoints in {storage.location} record no monitored metric; "
+                                  "pass --metric NAME")
         name, direction = monitor
         scored = [c for c in candidates if isinstance(c.metrics.get(name), (int, float))
                   and math.isfinite(c.metrics[name])]
         if not scored:
-            raise CheckpointError(f"no checkpoint in {directory} has a value for metric {name!r}")
+            raise CheckpointError(f"no checkpoint in {storage.location} has a value for metric {name!r}")
         sign = 1.0 if direction == "min" else -1.0
         return min(scored, key=lambda c: (sign * c.metrics[name], -c.step))
     for info in reversed(candidates):
         checked = describe_stored(storage, info.name, verify=True)
         if checked.verified:
             return checked
-    raise CheckpointError(f"no usable checkpoint in {directory}")
+    raise CheckpointError(f"no usable checkpoint in {storage.location}")
 
 
 def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[str], *, step: int | None = None,
@@ -70,8 +78,9 @@ def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[
     from ..artifact.manifest_builder import build_manifest, manifest_metadata
     from ..artifact.tensors import write_tensors
 
-    chosen = select_checkpoint(directory, step=step, best=best, metric=metric, mode=mode)
-    info, tensors, doc = read_stored(checkpoint_storage(directory), chosen.name)
+    storage = run_checkpoints(directory)
+    chosen = select_checkpoint(storage, step=step, best=best, metric=metric, mode=mode)
+    info, tensors, doc = read_stored(storage, chosen.name)
     pieces = decode_tree(doc.get("extra_manifest"), {})
     if not isinstance(pieces, dict) or not isinstance(pieces.get("architecture"), dict):
         raise CheckpointError(

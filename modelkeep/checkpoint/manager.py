@@ -1,9 +1,9 @@
 """The checkpoint manager: when to save, which checkpoints to keep, which one to resume from.
 
-It sits on lower layers and never bypasses them: a checkpoint is written and
-read back through a ``CheckpointStorage`` backend (``storage.py``: atomic
-through a committer of ``modelkeep.io``, on a local folder or any fsspec
-store), parsed by ``reading.py``, and its content comes from ``state.capture``.
+It sits on lower layers and never bypasses them: a checkpoint is written and read back through a
+``CheckpointStorage`` backend (``storage.py``: atomic through a committer of ``modelkeep.io``, on a local
+folder or any fsspec store), parsed by ``reading.py``, and its content comes from ``state.capture``. From
+construction to ``close`` it holds the folder's lock (``io.lock``), so a second process is refused.
 
 Call order, as ``fit`` uses it::
 
@@ -34,14 +34,13 @@ writes. ``manager.fence()`` blocks until that copy is done (an Event check
 when it is); call it before anything that writes weights or optimizer state
 other than ``optimizer.step()``. The step itself is fenced automatically: the
 manager registers a step pre-hook on the optimizer it saves (without an
-optimizer that takes one, nothing is deferred). ``restore``,
-``wait`` and ``close`` and the next ``save`` wait for the whole save anyway.
+optimizer that takes one, nothing is deferred). ``restore``, ``wait`` and ``close`` and the next ``save`` wait
+for the whole save anyway.
 
 A failed save raises ``CheckpointError`` (``on_error="stop"``, from ``save``,
 or for an asynchronous save from the next ``should_save``/``save``/``close``)
-or warns and lets training go on (``on_error="continue"``). Either way the
-earlier checkpoints are intact. Retention runs after each successful commit
-and never deletes the newest verified checkpoint.
+or warns and lets training go on (``on_error="continue"``). Either way the earlier checkpoints are intact.
+Retention runs after each successful commit and never deletes the newest verified checkpoint.
 """
 from __future__ import annotations
 
@@ -59,14 +58,11 @@ from ..errors import CheckpointError, FormatError
 from ._saving import as_checkpoint_error, checkpoint_metadata, deferrable, reason
 from .async_writer import BackgroundWriter
 from .policies import EveryNEpochs, KeepLastN, Retention, SaveEvent, Trigger, find_monitor
-from .reading import CHECKPOINT_KEY, CheckpointInfo, Restored, describe_stored, read_stored
+from .reading import (CHECKPOINT_KEY, CheckpointInfo, CheckpointWarning, Restored, describe_stored, newest_first,
+                      position_order, read_stored)
 from .snapshot import SnapshotBuffers
 from .state import Position, CheckpointState, capture, decode_tree, restore
 from .storage import checkpoint_name, checkpoint_storage, is_url, step_of
-
-
-class CheckpointWarning(UserWarning):
-    """A damaged checkpoint was skipped, or a save failed and training goes on (``on_error="continue"``)."""
 
 
 class CheckpointManager:
@@ -108,7 +104,20 @@ class CheckpointManager:
         self._lock = threading.Lock()
         self._good: dict[str, CheckpointInfo] = {}  # written or fully verified by this process
         self._damaged: set[str] = set()
+        self._folder_lock: Any = None
+        self._hold_folder()  # before clean(): only the process holding the folder may remove anything in it
         self.cleaned = self.storage.clean()
+
+    def _hold_folder(self) -> None:
+        """Take the folder's advisory lock if the backend has one (a second process is refused, naming this one)."""
+        take = getattr(self.storage, "lock", None)
+        if take is not None and self._folder_lock is None:
+            self._folder_lock = take(purpose="checkpoint manager")
+
+    def _release_folder(self) -> None:
+        lock, self._folder_lock = self._folder_lock, None
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------ saving
 
@@ -129,6 +138,7 @@ class CheckpointManager:
         """
         started = time.perf_counter()
         self._collect_background(block=True)
+        self._hold_folder()  # again, when saving after close()
         name = checkpoint_name(position.step)
         try:
             tensors, metadata, pending = self._snapshot(state, position, metrics=metrics, history=history,
@@ -218,6 +228,7 @@ class CheckpointManager:
         finally:
             self._buffers = SnapshotBuffers()
             self._unhook()
+            self._release_folder()
 
     def _unhook(self) -> None:
         for _, handle in self._step_hooks.values():
@@ -252,6 +263,7 @@ class CheckpointManager:
                 warnings.simplefilter("ignore")
                 error = self._writer.wait() if self._writer is not None else None
             self._unhook()
+            self._release_folder()
             if error is not None:
                 self.failures.append(as_checkpoint_error(error, "background save"))
 
@@ -331,7 +343,7 @@ class CheckpointManager:
                 infos.append(known)
                 continue
             infos.append(describe_stored(self.storage, name, verify=verify))
-        return sorted(infos, key=lambda info: info.step)
+        return sorted(infos, key=position_order)
 
     def latest(self) -> CheckpointInfo | None:
         """The newest checkpoint whose every hash checks out (older ones are tried when newer ones are damaged)."""
@@ -354,12 +366,7 @@ class CheckpointManager:
         state (say the best metric so far).
         """
         self.wait()
-        names = [n for n in self.storage.names() if step_of(n) is not None]
-        names.sort(key=step_of, reverse=True)
-        if step is not None:
-            names = [n for n in names if step_of(n) == step]
-            if not names:
-                raise CheckpointError(f"there is no checkpoint of step {step} in {self.storage.location}")
+        names = [info.name for info in newest_first(self.storage, step=step)]  # by recorded position, not name
         problems = []
         for name in names:
             try:

@@ -13,11 +13,12 @@ This module never writes anything.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import FormatError
+from ..errors import CheckpointError, FormatError
 from .state import Position, decode_tree
 from .storage import CheckpointReader, step_of
 
@@ -26,6 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHECKPOINT_KEY = "modelkeep.checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped, a checkpoint's name disagrees with what it records, or a save failed and
+    training goes on (``on_error="continue"``)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,24 @@ class Restored:
     info: CheckpointInfo
 
 
+def position_order(info: CheckpointInfo) -> tuple[int, int, int, str]:
+    """The sort key of checkpoints: the position recorded inside the file (step, epoch, batch), never its name.
+
+    A damaged file, whose position cannot be read, is placed by the step its name gives (-1 without one).
+    """
+    return (info.step, info.epoch, info.batch, info.name)
+
+
+def misnamed(info: CheckpointInfo) -> str | None:
+    """Why ``info``'s file name disagrees with the step recorded in it (a copied or renamed file), or None."""
+    named = step_of(Path(str(info.name)).name)
+    if info.verified is False or named is None or named == info.step:
+        return None
+    return (f"checkpoint {info.name} records step {info.step} (epoch {info.epoch}, batch {info.batch}) but its "
+            f"name says step {named}; it is ordered by the step it records. Rename or delete it if it was copied "
+            "there by mistake")
+
+
 def _document(header: Any) -> dict[str, Any]:
     from ..artifact.format import parse_json_metadata
 
@@ -105,14 +129,18 @@ def _info(path: Path, header: Any, doc: Mapping[str, Any], verified: bool | None
 def describe_checkpoint(path: str | Path, *, verify: bool = False) -> CheckpointInfo:
     """A checkpoint's position and metrics from its header; with ``verify`` every hash is checked too.
 
-    A damaged file gives ``verified=False`` and an ``error`` instead of raising.
+    The header's own hashes (metadata, layout) are always checked, so the recorded position that
+    resuming orders by is the one written. A damaged file gives ``verified=False`` and an ``error``
+    instead of raising.
     """
     from ..artifact.format import read_header
+    from ..artifact.integrity import require_integrity, verify_header
     from ..artifact.tensors import TensorFile
 
     path = Path(path)
     try:
         header = read_header(path)
+        verify_header(header, require_integrity(header))
         doc = _document(header)
         if verify:
             with TensorFile(path, verify=True) as handle:
@@ -166,3 +194,50 @@ def read_stored(storage: CheckpointReader, name: str) -> tuple[CheckpointInfo, d
             # name the stored file, not the temporary copy it was read from
             raise type(exc)(str(exc).replace(str(path), str(address))) from exc
     return replace(info, name=name, path=address), tensors, doc
+
+
+def newest_first(storage: CheckpointReader, *, step: int | None = None) -> list[CheckpointInfo]:
+    """The checkpoints of ``storage`` (headers read, hash-checked), newest first by the position they record.
+
+    Never by file name: a copied or renamed file cannot send a resume back in time. A file whose name
+    disagrees with its recorded step gets a ``CheckpointWarning``. With ``step``, only the checkpoints
+    recording that step (``CheckpointError`` when there is none).
+    """
+    listed = sorted((describe_stored(storage, name) for name in storage.names() if step_of(name) is not None),
+                    key=position_order, reverse=True)
+    for info in listed:
+        if (problem := misnamed(info)) is not None:
+            warnings.warn(problem, CheckpointWarning, stacklevel=3)
+    if step is not None:
+        listed = [info for info in listed if info.step == step]
+        if not listed:
+            raise CheckpointError(f"there is no checkpoint of step {step} in {storage.location}")
+    return listed
+
+
+def checkpoint_description(path: str | Path, *, verify: bool = False) -> dict[str, Any] | None:
+    """What ``modelkeep inspect`` shows of a checkpoint file, as JSON-ready data; None when ``path`` is not one.
+
+    A checkpoint is recognised by its ``modelkeep.checkpoint`` metadata. The description gives where
+    training was (step, epoch, batch), its metrics and monitored metric, when it was written, what it
+    holds (model weights, optimizer, scheduler, random states, ...: tensor count and bytes per part),
+    whether a release model file can be exported from it, and (with ``verify``) whether every hash checks.
+    """
+    from ..artifact.format import read_header
+
+    try:
+        header = read_header(path)
+    except (FormatError, OSError):
+        return None  # not a modelkeep file at all: the model-file reader says what is wrong
+    if CHECKPOINT_KEY not in header.metadata:
+        return None
+    info = describe_checkpoint(path, verify=verify)
+    parts: dict[str, dict[str, int]] = {}
+    for entry in header.tensors.values():
+        part = parts.setdefault(entry.name.split("/", 1)[0], {"tensors": 0, "bytes": 0})
+        part["tensors"] += 1
+        part["bytes"] += entry.nbytes
+    described = info.to_dict()
+    described.update(kind="checkpoint", parts=parts, exportable=info.has_manifest,
+                     path=str(path), misnamed=misnamed(info))
+    return described

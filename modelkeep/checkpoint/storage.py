@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, Sequence
 
 from ..io.committer import MarkerCommitter, RenameCommitter
+from ..io.lock import FolderLock
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 PREVIOUS = "previous"  # where set_aside_checkpoints moves an earlier run's checkpoints (inside the folder)
+RUN_CHECKPOINTS = "checkpoints"  # a run folder keeps its checkpoints in this sub-folder
 _NAME = re.compile(r"^checkpoint-(\d+)\.safetensors$")
 
 
@@ -141,6 +143,10 @@ class LocalStorage(_CommittedStorage):
     def address(self, name: str) -> Path:
         return self.directory / name
 
+    def lock(self, *, purpose: str = "checkpoints") -> FolderLock:
+        """The folder's advisory lock, taken: one process at a time writes here (``FolderLockedError`` if not)."""
+        return FolderLock(self.directory, purpose=purpose).acquire()
+
 
 class FsspecStorage(_CommittedStorage):
     """Checkpoint files on an fsspec store (``s3://bucket/run``, ``memory://run``), committed by a marker written last.
@@ -196,5 +202,31 @@ def set_aside_checkpoints(directory: Any) -> Path | str | None:
     names = [name for name in storage.names() if step_of(name) is not None]
     if not names:
         return None
-    return storage.set_aside(names, PREVIOUS)
+    take_lock = getattr(storage, "lock", None)  # a run still writing these checkpoints is not robbed of them
+    lock = take_lock(purpose="setting checkpoints aside") if take_lock is not None else None
+    try:
+        return storage.set_aside(names, PREVIOUS)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_checkpoints(location: Any) -> Any:
+    """The checkpoint storage of ``location``: a checkpoint folder, or a run folder holding ``checkpoints/``.
+
+    ``location`` (a folder, a URL or a backend) is used as it is when it holds checkpoints itself or has
+    no ``checkpoints`` sub-folder; otherwise its ``checkpoints`` sub-folder is, so commands and functions
+    accept the run folder as well as its checkpoint folder.
+    """
+    storage = checkpoint_storage(location)
+    if isinstance(location, (str, os.PathLike)) and any(step_of(name) is not None for name in storage.names()):
+        return storage
+    if isinstance(location, os.PathLike) or (isinstance(location, str) and not is_url(location)):
+        inner = Path(str(location).removeprefix("file://")) / RUN_CHECKPOINTS
+        return LocalStorage(inner) if inner.is_dir() else storage
+    if isinstance(location, str):
+        inner_storage = checkpoint_storage(f"{location.rstrip('/')}/{RUN_CHECKPOINTS}")
+        if any(step_of(name) is not None for name in inner_storage.names()):
+            return inner_storage
+    return storage
 

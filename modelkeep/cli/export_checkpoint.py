@@ -7,7 +7,7 @@ import argparse
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export-checkpoint", help="write a release model file from a checkpoint")
     parser.add_argument("directory", metavar="DIR",
-                        help="the run's checkpoint folder, or an fsspec URL such as s3://bucket/run/checkpoints")
+                        help="the run folder or its checkpoints/ folder, or an fsspec URL such as s3://bucket/run")
     parser.add_argument("out", metavar="OUT")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest good one)")

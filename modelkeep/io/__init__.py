@@ -7,6 +7,8 @@
   not at all) with ``RenameCommitter`` for local folders and
   ``MarkerCommitter`` for fsspec stores that cannot rename (a commit marker is
   written last, as Orbax does on object stores);
+* ``lock`` — ``FolderLock``, the advisory lock (``flock``) that keeps a second
+  process out of a run or checkpoint folder in use;
 * ``blobstore`` — the content-addressed ``BlobStore`` protocol (SHA-256 hex
   digests: ``has``/``put``/``get``, ``list``/``delete`` for garbage collection)
   with ``LocalBlobStore`` and ``FsspecBlobStore``.
@@ -25,6 +27,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "atomic_write": "atomic", "atomic_write_bytes": "atomic", "atomic_write_text": "atomic",
     "clean_leftovers": "atomic", "fsync_directory": "atomic",
+    "FolderLock": "lock", "FolderLockedError": "lock", "StaleLockWarning": "lock",
     "Committer": "committer", "MarkerCommitter": "committer", "RenameCommitter": "committer",
     "BlobStore": "blobstore", "FsspecBlobStore": "blobstore", "LocalBlobStore": "blobstore",
 }
@@ -37,3 +40,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .atomic import atomic_write, atomic_write_bytes, atomic_write_text, clean_leftovers, fsync_directory
     from .blobstore import BlobStore, FsspecBlobStore, LocalBlobStore
     from .committer import Committer, MarkerCommitter, RenameCommitter
+    from .lock import FolderLock, FolderLockedError, StaleLockWarning

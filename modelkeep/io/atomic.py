@@ -6,6 +6,15 @@ destination (an atomic step on POSIX and Windows), and the folder is fsynced so
 the rename itself survives a power cut. If anything fails before the rename,
 the temporary file is removed and the destination is exactly as it was.
 
+A replaced file keeps its permission bits (and, where allowed, its owner):
+a ``0600`` file stays ``0600``. Each write first removes the temporaries that
+dead writers left in the destination's folder (the writer's PID and host are
+in the temporary's name; a live writer's temporary is never touched), so a
+killed save does not leave a large hidden file for ever. A destination that
+cannot be written (a folder in the way, a folder without write permission, a
+read-only file system) raises ``StorageError`` naming the destination, never
+the temporary, and the previous file stays as it was.
+
 Nothing else in modelkeep opens a destination for writing; everything goes
 through ``atomic_write`` (or its one-call forms ``atomic_write_bytes`` and
 ``atomic_write_text``), directly or through ``committer.RenameCommitter``.
@@ -13,11 +22,18 @@ through ``atomic_write`` (or its one-call forms ``atomic_write_bytes`` and
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
+import functools
+import hashlib
 import os
 import secrets
+import socket
+import stat
 import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from ..errors import StorageError
 
 TEMP_MARKER = ".modelkeep-tmp-"
 
@@ -56,9 +72,20 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> bool:
     return function(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]
 
 
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """Six hex digits naming this host, so a temporary of a writer on another host sharing the folder is spared."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
 def temporary_name(destination: Path) -> Path:
-    """A unique temporary path beside ``destination`` (same folder, so rename is atomic)."""
-    return destination.with_name(f".{destination.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    """A unique temporary path beside ``destination`` (same folder, so rename is atomic).
+
+    ``.<name>.modelkeep-tmp-<pid>-<host>-<random>``: the writer's PID and host tag let
+    ``clean_leftovers`` tell a dead writer's temporary from a live one's.
+    """
+    return destination.with_name(
+        f".{destination.name}{TEMP_MARKER}{os.getpid()}-{_host_tag()}-{secrets.token_hex(4)}")
 
 
 def fsync_directory(directory: Path) -> None:
@@ -81,17 +108,30 @@ def atomic_write(destination: str | os.PathLike[str], *, durable: bool = True) -
 
     ``durable=True`` fsyncs the file before the rename and the folder after it.
     On an exception nothing at ``destination`` changes and the temporary file is removed.
+    A destination that cannot be written raises ``StorageError`` before anything is written.
     """
     destination = Path(destination)
+    if destination.is_dir():
+        raise StorageError(f"cannot write {destination}: it is a folder; give a file name inside it "
+                           f"(such as {destination / 'model.safetensors'}) or another path", errno=_errno.EISDIR)
+    with contextlib.suppress(OSError):
+        clean_leftovers(destination.parent)
     temp = temporary_name(destination)
-    handle = open(temp, "xb")
+    try:
+        handle = open(temp, "xb")
+    except OSError as exc:
+        raise _storage_error(destination, exc) from exc
     try:
         yield handle
         handle.flush()
+        _keep_mode_and_owner(handle.fileno(), destination)
         if durable:
             os.fsync(handle.fileno())
         handle.close()
-        os.replace(temp, destination)
+        try:
+            os.replace(temp, destination)
+        except OSError as exc:
+            raise _storage_error(destination, exc) from exc
     except BaseException:
         handle.close()
         with contextlib.suppress(FileNotFoundError):
@@ -99,6 +139,40 @@ def atomic_write(destination: str | os.PathLike[str], *, durable: bool = True) -
         raise
     if durable:
         fsync_directory(destination.parent)
+
+
+def _keep_mode_and_owner(fd: int, destination: Path) -> None:
+    """Give the new file the permission bits (and, where allowed, the owner) of the file it replaces."""
+    try:
+        old = os.stat(destination)
+    except OSError:
+        return  # nothing replaced: the new file keeps the mode the umask gave it
+    if not stat.S_ISREG(old.st_mode):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        new = os.fstat(fd)
+        if (new.st_uid, new.st_gid) != (old.st_uid, old.st_gid):
+            os.fchown(fd, old.st_uid, old.st_gid)  # only root (or the owner, for the group) may
+    with contextlib.suppress(OSError, AttributeError):
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+
+
+def _storage_error(destination: Path, exc: OSError) -> StorageError:
+    """What went wrong writing ``destination`` and how to fix it, naming the destination, not the temporary."""
+    folder = destination.parent
+    why = {
+        _errno.EACCES: f"the folder {folder} is not writable ({exc.strerror}); fix its permissions or "
+                       "choose another path",
+        _errno.EPERM: f"the folder {folder} is not writable ({exc.strerror}); fix its permissions or "
+                      "choose another path",
+        _errno.EROFS: f"the folder {folder} is on a read-only file system; choose a path on a writable one",
+        _errno.ENOENT: f"the folder {folder} does not exist; create it first or choose another path",
+        _errno.ENOTDIR: f"{folder} is not a folder; choose another path",
+        _errno.EISDIR: "it is a folder; give a file name inside it or another path",
+        _errno.ENOSPC: "the disk is full; free some space or choose another disk",
+        _errno.EDQUOT: "the disk quota is exhausted; free some space or choose another disk",
+    }.get(exc.errno or 0, f"{exc.strerror or exc}; check the path and its folder")
+    return StorageError(f"cannot write {destination}: {why}", errno=exc.errno)
 
 
 def atomic_write_bytes(destination: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
@@ -116,15 +190,27 @@ def atomic_write_text(destination: str | os.PathLike[str], text: str, *, encodin
 
 
 def clean_leftovers(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporary files that a crashed writer left in ``directory``; return what was removed.
+    """Remove temporary files that dead writers left in ``directory``; return what was removed.
 
     Only files carrying modelkeep's temporary marker whose writing process is no
-    longer alive are removed, so a concurrent writer is never disturbed.
+    longer alive on this host are removed, so a concurrent writer is never
+    disturbed (nor one on another host sharing the folder).
     """
     removed = []
-    for path in Path(directory).glob(f".*{TEMP_MARKER}*"):
-        pid_text = path.name.rsplit(TEMP_MARKER, 1)[-1].split("-", 1)[0]
-        if pid_text.isdigit() and _process_alive(int(pid_text)):
+    host = _host_tag()
+    try:
+        with os.scandir(directory) as entries:
+            leftovers = [Path(entry.path) for entry in entries
+                         if entry.name.startswith(".") and TEMP_MARKER in entry.name]
+    except FileNotFoundError:
+        return []
+    for path in leftovers:
+        parts = path.name.rsplit(TEMP_MARKER, 1)[-1].split("-")
+        if not parts[0].isdigit():
+            continue  # not a name this module made
+        if len(parts) >= 3 and parts[1] != host:
+            continue  # a writer on another host: its life cannot be checked from here
+        if process_alive(int(parts[0])):
             continue
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -132,11 +218,14 @@ def clean_leftovers(directory: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import torch
 from modelkeep.checkpoint import (CheckpointManager, CheckpointWarning, EveryNSteps, KeepBestN, KeepLastN,
                                   KeepUnion, LocalStorage, Position, CheckpointState)
 from modelkeep.io.atomic import TEMP_MARKER, atomic_write
+from modelkeep.io.lock import LOCK_NAME
 from modelkeep.errors import CheckpointError
 
 
@@ -38,7 +40,8 @@ def save_steps(manager, state, steps, losses=None):
 
 
 def names(directory):
-    return sorted(p for p in os.listdir(directory))
+    """Every file in ``directory`` but the folder's lock file (which is there while a manager holds it)."""
+    return sorted(p for p in os.listdir(directory) if p != LOCK_NAME)
 
 
 class DiskFullStorage(LocalStorage):
@@ -211,3 +214,65 @@ def test_restore_a_chosen_step_and_trigger_state(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint of step 9"):
         CheckpointManager(tmp_path).restore(make_state(), step=9)
     assert manager.latest().step == 3
+
+
+def test_resume_orders_by_the_recorded_position_not_the_file_name(tmp_path):
+    """A step-8 checkpoint copied as checkpoint-999999998 must not send training back in time."""
+    from modelkeep.checkpoint import list_checkpoints
+
+    state = make_state()
+    manager = CheckpointManager(tmp_path, save_on=EveryNSteps(1), keep=KeepLastN(5), asynchronous=False)
+    save_steps(manager, state, [8, 160])
+    manager.close()
+    shutil.copyfile(tmp_path / "checkpoint-000000008.safetensors", tmp_path / "checkpoint-999999998.safetensors")
+    with pytest.warns(CheckpointWarning, match=r"checkpoint-999999998.safetensors records step 8 .* but its name "
+                                                r"says step 999999998; it is ordered by the step it records"):
+        restored = CheckpointManager(tmp_path).restore(make_state())
+    assert restored.position.step == 160 and restored.info.name == "checkpoint-000000160.safetensors"
+    with pytest.warns(CheckpointWarning, match="records step 8"):
+        listed = list_checkpoints(tmp_path)
+    assert [(c.step, c.name) for c in listed] == [(8, "checkpoint-000000008.safetensors"),
+                                                  (8, "checkpoint-999999998.safetensors"),
+                                                  (160, "checkpoint-000000160.safetensors")]
+    assert CheckpointManager(tmp_path).latest().step == 160
+    with pytest.warns(CheckpointWarning):
+        assert CheckpointManager(tmp_path).restore(make_state(), step=8).position.step == 8
+
+
+def test_a_second_process_cannot_open_a_manager_on_a_folder_in_use(tmp_path):
+    from modelkeep.io.lock import FolderLockedError
+
+    script = textwrap.dedent(f"""
+        import sys
+        from modelkeep.checkpoint import CheckpointManager
+        manager = CheckpointManager({str(tmp_path)!r})
+        print("open", flush=True)
+        sys.stdin.readline()
+        manager.close()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(FolderLockedError, match=rf"is in use by process {holder.pid} .*\(checkpoint manager\)"):
+            CheckpointManager(tmp_path)
+    finally:
+        holder.communicate("\n", timeout=60)
+    CheckpointManager(tmp_path).close()  # free once the first one closed
+
+
+def test_a_position_edited_in_the_header_is_damage_not_a_newer_checkpoint(tmp_path):
+    """The recorded position is trusted only when it matches the file's own hash: step 100 edited to claim 900
+    is listed as damaged, and resume takes step 160."""
+    state = make_state()
+    manager = CheckpointManager(tmp_path, save_on=EveryNSteps(1), keep=KeepLastN(5), asynchronous=False)
+    save_steps(manager, state, [100, 160])
+    manager.close()
+    planted = tmp_path / "checkpoint-000000100.safetensors"
+    data = planted.read_bytes()
+    recorded = b'\\"step\\":100}'  # the position, JSON inside a JSON string
+    assert data.count(recorded) == 1
+    planted.write_bytes(data.replace(recorded, recorded.replace(b"100", b"900")))  # same length, hash not updated
+    listed = CheckpointManager(tmp_path).list()
+    assert [(c.step, c.verified) for c in listed] == [(100, False), (160, None)]
+    assert "does not match its recorded hash" in listed[0].error
+    assert CheckpointManager(tmp_path).restore(make_state()).position.step == 160

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,8 +114,59 @@ def test_list_and_export_from_an_fsspec_store(tmp_path, capsys):
         listed = json.loads(capsys.readouterr().out)
         assert [c["step"] for c in listed] == [10, 20, 30] and all(c["verified"] for c in listed)
         assert listed[-1]["path"] == f"{url}/checkpoint-000000030.safetensors"
+        assert main(["checkpoints", url.removesuffix("/checkpoints"), "--json"]) == 0  # the run folder works too
+        assert json.loads(capsys.readouterr().out) == listed
         out = tmp_path / "release.safetensors"
         assert main(["export-checkpoint", url, str(out), "--best"]) == 0
         assert load(out).manifest.lineage["checkpoint"]["step"] == 20
     finally:
         fsspec.filesystem("memory").rm(url[len("memory://"):].rsplit("/", 1)[0], recursive=True)
+
+
+def test_the_run_folder_is_accepted_as_well_as_its_checkpoint_folder(tmp_path, capsys):
+    """``checkpoints RUN_DIR``, ``export-checkpoint RUN_DIR --best`` and ``list_checkpoints(RUN_DIR)`` look in
+    RUN_DIR/checkpoints when RUN_DIR holds none itself."""
+    from modelkeep.artifact import load
+    from modelkeep.checkpoint import list_checkpoints
+
+    run = tmp_path / "run"
+    make_run(run / "checkpoints")
+    assert [c.step for c in list_checkpoints(run)] == [10, 20, 30]
+    assert main(["checkpoints", str(run), "--json"]) == 0
+    assert [c["step"] for c in json.loads(capsys.readouterr().out)] == [10, 20, 30]
+    out = tmp_path / "best.safetensors"
+    assert main(["export-checkpoint", str(run), str(out), "--best"]) == 0
+    assert load(out).manifest.lineage["checkpoint"]["step"] == 20
+
+
+def test_inspect_describes_a_checkpoint_file(run_dir, capsys):
+    directory, _ = run_dir
+    path = directory / "checkpoint-000000020.safetensors"
+    assert main(["inspect", str(path)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "step 20, epoch 2, batch 0" in text and "val_loss 0.3" in text and "monitor val_loss (min)" in text
+    assert "model (" in text and "optimizer (" in text and "export-checkpoint" in text
+    assert main(["inspect", str(path), "--json", "--verify"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["kind"] == "checkpoint" and described["step"] == 20 and described["verified"] is True
+    assert described["parts"]["model"]["tensors"] > 0 and described["exportable"] is True
+
+
+def test_export_onto_a_folder_or_into_an_unwritable_one_is_one_line_naming_the_destination(run_dir, tmp_path,
+                                                                                         capsys):
+    directory, _ = run_dir
+    folder = tmp_path / "release.safetensors"
+    folder.mkdir()
+    assert main(["export-checkpoint", str(directory), str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"modelkeep: error: cannot write {folder}: it is a folder; give a file name inside it "
+                   f"(such as {folder / 'model.safetensors'}) or another path")
+    if os.geteuid() == 0:  # chmod does not stop root: /sys refuses new files even to root
+        unwritable = Path("/sys/release.safetensors")
+    else:
+        (tmp_path / "locked").mkdir(mode=0o500)
+        unwritable = tmp_path / "locked" / "release.safetensors"
+    assert main(["export-checkpoint", str(directory), str(unwritable)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"modelkeep: error: cannot write {unwritable}: the folder")
+    assert ".modelkeep-tmp-" not in err[0]
