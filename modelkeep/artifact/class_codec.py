@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import warnings
 from typing import Any, Mapping
 
 from ..errors import ConfigError, FormatError, SpecError, TrustError
@@ -20,6 +21,12 @@ from .format import Header
 
 # "package.module:Outer.Inner": dotted identifiers only, so the string can never be anything but a name.
 CLASS_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class UnimportableClassWarning(UserWarning):
+    """A saved class cannot be imported by the program that will load it (it lives in ``__main__``)."""
+
+
 NOTE = "a user-defined class: loading it needs trust_code=True or model_class="
 
 
@@ -41,6 +48,13 @@ def _reference_of(cls: type) -> str:
         raise ConfigError(
             f"{reference} cannot be named in a file (a class defined inside a function is not importable); "
             "define the class at module level"
+        )
+    if cls.__module__ == "__main__":
+        warnings.warn(
+            f"{cls.__qualname__} is defined in __main__ (a script run directly, or a notebook), so the file names it "
+            f"{reference!r}, which no other program can import: trust_code=True will not find it. Load the file with "
+            f"load(path, model_class={cls.__qualname__}), or move the class into an importable module and save again",
+            UnimportableClassWarning, stacklevel=4,
         )
     return reference
 
@@ -91,8 +105,10 @@ def resolve_class(reference: str, where: object, trust_code: bool, model_class: 
     if not trust_code:
         raise TrustError(
             f"{where} was saved from the user-defined class {reference}; rebuilding it means importing and running "
-            f"that code, which modelkeep does only when you allow it: pass trust_code=True (only if you trust "
-            f"the file and the code) or model_class=YourClass"
+            f"that code, which modelkeep does only when you allow it: pass model_class=YourClass (imports nothing), "
+            f"or trust_code=True only if you trust the file and the code: it imports the module "
+            f"{reference.split(':')[0]!r} the file names, which runs that module's top-level code before the class "
+            f"is even checked"
         )
     module_name, qualname = reference.split(":")
     try:
@@ -148,4 +164,4 @@ class ClassCodec:
         return Description({"type": "class", "class": reference, "init": init, "note": NOTE}, rows, total, total)
 
 
-__all__ = ["CLASS_REFERENCE", "ClassCodec", "class_reference", "construct", "resolve_class"]
+__all__ = ["CLASS_REFERENCE", "ClassCodec", "UnimportableClassWarning", "class_reference", "construct", "resolve_class"]

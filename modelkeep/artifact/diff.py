@@ -1,9 +1,13 @@
 """``modelkeep diff A B``: which tensors differ between two model files, by how much, and what metadata changed.
 
-Tensors whose recorded hashes match are reported equal without reading their
-data (``verify=True`` checks those hashes against the data first). Only tensors
-that may differ are read, through memory maps, one at a time; torch is imported
-only then. Nothing named by either file is imported or run.
+Recorded hashes are never trusted on their own: a tensor is reported equal only
+when its bytes (or, failing that, its values) are equal in both files, so a file
+edited after writing cannot pass for its original. Two tensors whose recorded
+hashes match but whose bytes differ mean one file does not match its own
+record: that is an ``IntegrityError`` naming it (``verify=True`` checks every
+hash of both files first). Tensors are read through memory maps, one at a
+time; torch is imported only to compare values. Nothing named by either file is
+imported or run.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import math
 import os
 from typing import Any
 
+from ..errors import FormatError, IntegrityError
 from .format import KEY_INTEGRITY, KEY_MANIFEST, Header, loads_bounded, read_header
 from .integrity import read_integrity, verify_file, verify_header
 
@@ -61,22 +66,40 @@ def _number(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)  # strict JSON has no infinity
 
 
+_COMPARE_STEP = 16 << 20  # bytes compared at a time, so comparing never copies a whole tensor
+
+
 class _Reader:
-    """Both files' tensors, opened (memory-mapped) on first need only."""
+    """Both files' tensors, memory-mapped on first need only."""
 
     def __init__(self, header_a: Header, header_b: Header) -> None:
-        self.paths = (header_a.path, header_b.path)
-        self.files: tuple[Any, Any] | None = None
+        self.headers = (header_a, header_b)
+        self.maps: tuple[Any, Any] | None = None
+
+    def _open(self) -> tuple[Any, Any]:
+        if self.maps is None:
+            self.maps = tuple(_map(header) for header in self.headers)  # type: ignore[assignment]
+        return self.maps  # type: ignore[return-value]
+
+    def same_bytes(self, name: str) -> bool:
+        maps = self._open()
+        (ha, hb), (ma, mb) = self.headers, maps
+        ea, eb = ha.tensors[name], hb.tensors[name]
+        start_a, start_b = ha.data_start + ea.begin, hb.data_start + eb.begin
+        for offset in range(0, ea.nbytes, _COMPARE_STEP):
+            size = min(_COMPARE_STEP, ea.nbytes - offset)
+            if ma[start_a + offset:start_a + offset + size] != mb[start_b + offset:start_b + offset + size]:
+                return False
+        return True
 
     def stats(self, name: str) -> dict[str, Any]:
         import torch
 
-        from .tensors import TensorFile
+        from .tensors import SAFETENSORS_TO_TORCH
 
-        if self.files is None:
-            self.files = (TensorFile(self.paths[0], verify=False), TensorFile(self.paths[1], verify=False))
-        a = self.files[0].tensor(name).to(torch.float64)
-        b = self.files[1].tensor(name).to(torch.float64)
+        maps = self._open()
+        a, b = (_tensor(header, m, name, SAFETENSORS_TO_TORCH).to(torch.float64)
+                for header, m in zip(self.headers, maps))
         if a.numel() == 0:
             return {"equal": True}
         same = (a == b) | (a.isnan() & b.isnan())
@@ -94,6 +117,46 @@ class _Reader:
         }
 
 
+def _map(header: Header) -> Any:
+    import mmap
+
+    if header.file_size <= header.data_start:
+        return b""
+    with open(header.path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    if len(mapped) != header.file_size:
+        raise FormatError(f"{header.path} changed size while being compared")
+    return mapped
+
+
+def _tensor(header: Header, mapped: Any, name: str, dtypes: dict[str, Any]) -> Any:
+    import torch
+
+    entry = header.tensors[name]
+    dtype = dtypes[entry.dtype]
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=dtype)
+    start = header.data_start + entry.begin
+    return torch.frombuffer(bytearray(mapped[start:start + entry.nbytes]), dtype=dtype).reshape(entry.shape)
+
+
+def _recorded_mismatch(header_a: Header, header_b: Header, name: str) -> IntegrityError:
+    """Equal recorded hashes, different bytes: name the file whose tensor no longer matches its record."""
+    from .integrity import hash_bytes
+
+    culprits = []
+    for header, mapped in ((header_a, _map(header_a)), (header_b, _map(header_b))):
+        entry = header.tensors[name]
+        start = header.data_start + entry.begin
+        recorded = read_integrity(header)["tensors"][name]  # type: ignore[index]
+        if hash_bytes(mapped[start:start + entry.nbytes]) != recorded:
+            culprits.append(str(header.path))
+    return IntegrityError(
+        f"tensor {name!r} of {' and '.join(culprits) or header_a.path} does not match its recorded hash: the file was "
+        "changed after it was written, so its record cannot be trusted. Restore it from a good copy"
+    )
+
+
 def diff_files(a: str | os.PathLike[str], b: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
     """A JSON-able report of the differences between two model (or safetensors) files."""
     header_a, integrity_a, manifest_a = _load(a, verify)
@@ -108,10 +171,12 @@ def diff_files(a: str | os.PathLike[str], b: str | os.PathLike[str], *, verify: 
             different.append({"name": name, "a": {"dtype": ea.dtype, "shape": list(ea.shape)},
                               "b": {"dtype": eb.dtype, "shape": list(eb.shape)}, "change": "layout"})
             continue
-        if integrity_a is not None and integrity_b is not None:
-            if integrity_a["tensors"][name] == integrity_b["tensors"][name]:
-                equal.append(name)
-                continue
+        if reader.same_bytes(name):
+            equal.append(name)
+            continue
+        if (integrity_a is not None and integrity_b is not None
+                and integrity_a["tensors"][name] == integrity_b["tensors"][name]):
+            raise _recorded_mismatch(header_a, header_b, name)
         stats = reader.stats(name)
         if stats.pop("equal"):
             equal.append(name)  # e.g. +0.0 and -0.0, or NaN payloads: bytes differ, values do not

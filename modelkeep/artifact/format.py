@@ -29,6 +29,11 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit safetensors itself enforces
 MAX_METADATA_VALUE_BYTES = 64 * 1024 * 1024  # any one ``__metadata__`` value, the manifest included
 MAX_JSON_DEPTH = 64  # nesting of any JSON document in the file (header, manifest, integrity)
+#: Elements of any JSON document in the file, counted before parsing as its ``{``, ``[`` and ``,`` characters
+#: (inside strings too: an over-count, never an under-count). Parsing costs up to ~70 bytes per element
+#: (an empty object); this keeps the worst case near 70 MB and a second, instead of 6.7 million ``{}`` in
+#: a 20 MB manifest costing 1 GB and 20 s. modelkeep's own files use a few elements per tensor.
+MAX_JSON_ELEMENTS = 1_000_000
 MAX_DIMS = 64
 RESERVED_PREFIX = "__"  # tensor names starting with this belong to modelkeep sections (e.g. __optimizer__/)
 
@@ -207,14 +212,36 @@ def _parse_entries(document: dict[str, Any], data_size: int, path: Path) -> dict
     return {entry.name: entry for entry in entries}
 
 
-def loads_bounded(text: str | bytes, what: str) -> Any:
-    """``json.loads`` for untrusted text: every failure is a ``FormatError`` and nesting is capped.
+def count_json_elements(text: str | bytes) -> int:
+    """An upper bound of the values in a JSON text, in linear time and without parsing it.
 
-    ``json`` itself raises ``RecursionError`` on very deep nesting and a bare
-    ``ValueError`` on integers longer than Python's digit limit; both are caught
-    here. Documents nested deeper than ``MAX_JSON_DEPTH`` are refused so that no
-    later (recursive) consumer of the document can overflow the stack.
+    Every value but the first of an array or object follows a ``,`` and every
+    container opens with ``{`` or ``[``, so their count plus one bounds the
+    values (characters inside strings are counted too, so it only over-counts).
     """
+    if isinstance(text, str):
+        return text.count("{") + text.count("[") + text.count(",")
+    return text.count(b"{") + text.count(b"[") + text.count(b",")
+
+
+def loads_bounded(text: str | bytes, what: str, *, max_elements: int | None = MAX_JSON_ELEMENTS) -> Any:
+    """``json.loads`` for untrusted text: every failure is a ``FormatError``, size and nesting are capped.
+
+    The elements are counted before parsing (``count_json_elements``): a text
+    with more than ``max_elements`` (``None``: no limit) is refused, so memory
+    and time stay bounded whatever the text holds. ``json`` itself raises
+    ``RecursionError`` on very deep nesting and a bare ``ValueError`` on
+    integers longer than Python's digit limit; both are caught here. Documents
+    nested deeper than ``MAX_JSON_DEPTH`` are refused so that no later
+    (recursive) consumer of the document can overflow the stack.
+    """
+    if max_elements is not None:
+        elements = count_json_elements(text)
+        if elements > max_elements:
+            raise FormatError(
+                f"{what} holds about {elements:,} JSON elements; the limit is {max_elements:,} (docs/format.md, "
+                "section 2), so it is refused unparsed; the file is corrupt or hostile"
+            )
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -76,6 +76,25 @@ def read_integrity(header: Header) -> dict[str, Any] | None:
     return doc
 
 
+def require_integrity(header: Header) -> dict[str, Any]:
+    """The integrity record a verifying reader needs; ``IntegrityError`` when the file has none.
+
+    The one rule of every verifying reader (``load``, ``load_weights``,
+    ``read_tensors``, ``TensorFile``, ``verify_file``): a file without
+    ``modelkeep.integrity`` cannot be verified, so it is refused, never read as if it had been.
+    """
+    integrity = read_integrity(header)
+    if integrity is None:
+        raise IntegrityError(unverifiable_message(header.path))
+    return integrity
+
+
+def unverifiable_message(path: object) -> str:
+    """What to say about a file without hashes: the API argument that reads it anyway (CLI flags vary by command)."""
+    return (f"{path} records no integrity hashes ({KEY_INTEGRITY!r} is absent), so it cannot be verified; "
+            "if you trust it, read it with verify=False (load, load_weights, read_tensors)")
+
+
 def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and len(value) == DIGEST_CHARS and set(value) <= _HEX
 
@@ -187,9 +206,7 @@ class VerifyReport:
 
 def verify_file(header: Header) -> VerifyReport:
     """Check every hash of a file (metadata, layout, every tensor); raise ``IntegrityError`` on the first mismatch."""
-    integrity = read_integrity(header)
-    if integrity is None:
-        raise IntegrityError(f"{header.path} records no hashes ({KEY_INTEGRITY!r} is absent), so it cannot be verified")
+    integrity = require_integrity(header)
     verify_header(header, integrity)
     total = 0
     if header.file_size > header.data_start:

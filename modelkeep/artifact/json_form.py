@@ -28,12 +28,17 @@ from typing import Any
 
 from ..io.atomic import atomic_write_bytes
 from ..errors import FormatError
-from .format import DTYPE_SIZES, KEY_INTEGRITY, KEY_MANIFEST, KEY_VERSION, MAX_DIMS, loads_bounded, read_header
+from .format import (
+    DTYPE_SIZES, KEY_INTEGRITY, KEY_MANIFEST, KEY_VERSION, MAX_DIMS, MAX_JSON_ELEMENTS, loads_bounded, read_header,
+)
 from .manifest import validate_manifest
 
 JSON_FORM_VERSION = 1
 MAX_JSON_VALUES = 1_000_000  # above this, the JSON form is refused unless forced
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
+#: JSON elements (``{``, ``[`` and ``,`` characters, counted before parsing) a JSON form may hold unless forced:
+#: room for ``MAX_JSON_VALUES`` values even as one-value rows (three elements each) plus a manifest.
+MAX_JSON_FORM_ELEMENTS = 3 * MAX_JSON_VALUES + MAX_JSON_ELEMENTS
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -210,7 +215,7 @@ def import_json(
         text = source.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError(f"{source} is not UTF-8 text, so it is not a JSON model") from None
-    document = loads_bounded(text, str(source))
+    document = loads_bounded(text, str(source), max_elements=None if force else MAX_JSON_FORM_ELEMENTS)
     if not isinstance(document, dict) or document.get("modelkeep_json") != JSON_FORM_VERSION:
         raise FormatError(
             f"{source} is not a modelkeep JSON model (expected an object with \"modelkeep_json\": {JSON_FORM_VERSION})"

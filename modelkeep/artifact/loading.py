@@ -49,22 +49,32 @@ def load(
     device: str | torch.device | None = None,
     trust_code: bool = False,
     model_class: type | None = None,
+    mmap: bool = True,
 ) -> Model:
     """Read a modelkeep file into a ready-to-use ``Model`` (evaluation mode).
 
     A spec architecture is rebuilt from the data in the file. A user-defined
-    class is imported only with ``trust_code=True``, or taken from
-    ``model_class=`` (your own class; nothing is imported); otherwise
-    ``TrustError``. Weights are memory-mapped, not copied. With ``verify`` (the
-    default) every hash of every tensor read is checked and a mismatch raises
-    ``IntegrityError``.
+    class is taken from ``model_class=`` (your own class; nothing is imported)
+    or, with ``trust_code=True``, imported by the name the file gives;
+    otherwise ``TrustError``. ``trust_code=True`` imports the module the file
+    names *before* the class is checked, and importing a module runs its
+    top-level code: pass it only for files and code you trust.
+
+    With ``mmap`` (the default) the weights are memory-mapped, not copied: fast
+    and light, but the model then depends on the file: overwriting it in place
+    changes the model's weights and truncating it kills the process (SIGBUS).
+    ``mmap=False`` reads the weights into private memory, so nothing done to
+    the file afterwards affects the model; use it in long-lived processes
+    (servers). With ``verify`` (the default) the file must carry its integrity
+    record and every hash of every tensor read is checked (the bytes actually
+    used, with ``mmap=False``); a mismatch raises ``IntegrityError``.
     """
     header, manifest = read_manifest(path, verify=verify)
     path = header.path
     codec = codec_for(manifest.architecture.get("type"), path)
     rebuilt = codec.decode(manifest.architecture, where=path, trust_code=trust_code, model_class=model_class)
     module = rebuilt.module
-    with TensorFile(path, verify=verify) as handle:
+    with TensorFile(path, verify=verify, mmap=mmap) as handle:
         expected = module.state_dict()
         _check_weights(path, expected, handle)
         state = {name: handle.tensor(name) for name in expected}
@@ -125,7 +135,9 @@ def load_weights(
 
     Only tensors whose name (after removing ``prefix``) and shape match are
     copied; the rest is reported. With ``strict`` any difference raises
-    ``FormatError`` and nothing is copied. No code from the file runs.
+    ``FormatError`` and nothing is copied. No code from the file runs. With
+    ``verify`` (the default) the file must carry its integrity record, as for
+    ``load``; a plain safetensors file has none, so pass ``verify=False``.
     """
     expected = module.state_dict()
     mismatched, unexpected = [], []

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import FormatError, IntegrityError, UnsupportedVersionError
+from ..errors import FormatError, UnsupportedVersionError
 from .format import FORMAT_VERSION, KEY_MANIFEST, Header, parse_json_metadata, read_header
-from .integrity import read_integrity, verify_header
+from .integrity import require_integrity, verify_header
 
 TASKS = ("classification", "regression")
 
@@ -146,13 +146,7 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> tuple[Header, Man
     if version < 1:
         raise FormatError(f"{header.path}: format version {version} does not exist; versions start at 1")
     if verify:
-        integrity = read_integrity(header)
-        if integrity is None:
-            raise IntegrityError(
-                f"{header.path} records no integrity hashes, so it cannot be verified; pass verify=False "
-                "(or --no-verify) to read it anyway"
-            )
-        verify_header(header, integrity)
+        verify_header(header, require_integrity(header))
     document = parse_json_metadata(header, KEY_MANIFEST)
     manifest = validate_manifest(document, header.path)
     if manifest.format_version != version:

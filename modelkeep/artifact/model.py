@@ -19,6 +19,7 @@ from ..errors import DataError, FormatError
 from ..processing.postprocess import PostProcessor, Prediction, postprocessor_from_dict
 from ..processing.preprocess import preprocessor_from_dict
 from ..spec.model import ModelSpec
+from .activation_memory import rows_per_batch
 from .history import History
 from .manifest import Manifest
 from .manifest_builder import choose_postprocessing
@@ -110,8 +111,18 @@ class Model:
             return tuple(inputs[0]["shape"][1:])
         return None
 
+    def _input_dtype(self) -> np.dtype:
+        """The dtype the saved signature gives the input (int64 token ids, float32 images); float32 if unsaid."""
+        inputs = (self.manifest.signature or {}).get("inputs") or []
+        declared = inputs[0].get("dtype") if len(inputs) == 1 and isinstance(inputs[0], dict) else None
+        return np.dtype(declared if declared in ("float32", "float64", "int64", "bool") else "float32")
+
     def _check_input(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        dtype, x = self._input_dtype(), np.asarray(x)
+        if dtype.kind == "i" and x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+            raise DataError("this model takes token ids (int64) but the input holds fractional or non-finite "
+                            "values; give whole numbers")
+        x = np.asarray(x, dtype=dtype)
         expected = self._input_shape()
         if expected is None:
             return x
@@ -124,18 +135,59 @@ class Model:
         return x
 
     @torch.no_grad()
-    def predict(self, x: Any, *, batch_size: int = 256) -> Prediction:
-        """Apply the saved preprocessing, the network and the saved post-processing: class names and probabilities."""
+    def predict(self, x: Any, *, batch_size: int = 256, allow_nonfinite: bool = False,
+                memory_budget: int | None = None) -> Prediction:
+        """Apply the saved preprocessing, the network and the saved post-processing: class names and probabilities.
+
+        Rows holding NaN or infinite values are refused (``DataError`` naming
+        them), and so are network outputs that come out non-finite: a NaN never
+        becomes a class or a probability silently. ``allow_nonfinite=True``
+        passes such values through (their answers are then NaN).
+
+        For a spec architecture, rows run in batches small enough that the
+        activations (estimated from the spec's inferred shapes) stay within
+        ``memory_budget`` bytes (default ``DEFAULT_ACTIVATION_BUDGET``, 1 GiB);
+        a model whose single row needs more is refused with ``DataError``.
+        """
         x = self._check_input(x)
+        if not allow_nonfinite:
+            refuse_nonfinite(x, "input")
         if self.preprocessing is not None:
             x = self.preprocessing.transform(x)
-        device = next(self.module.parameters(), torch.empty(0)).device
+            if not allow_nonfinite:
+                refuse_nonfinite(x, "preprocessed input")
+        first = next(self.module.parameters(), torch.empty(0))
+        device = first.device
+        if self.spec is not None:
+            batch_size = rows_per_batch(self.spec, batch_size, memory_budget,
+                                        element_bytes=max(4, first.element_size()))
         outputs = []
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
             outputs.append(self.module(batch).float().cpu())
         out = torch.cat(outputs) if outputs else torch.empty(0)
+        if not allow_nonfinite:
+            refuse_nonfinite(out.numpy(), "network output")
         return self.postprocessor.apply(out)
 
 
-__all__ = ["Model", "Prediction"]
+def refuse_nonfinite(values: np.ndarray, what: str) -> None:
+    """``DataError`` naming the first rows of ``values`` that hold NaN or an infinity (floating arrays only)."""
+    if values.dtype.kind not in "fc" or values.size == 0:
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    rows = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1)) if values.ndim else np.array([0])
+    shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    if what == "network output":
+        advice = "the network overflowed on them (check the inputs' scale)"
+    else:
+        advice = "fix or drop those rows (a missing value is not a number the model was trained on)"
+    raise DataError(
+        f"{what} row{'s' if len(rows) != 1 else ''} {shown} hold{'' if len(rows) != 1 else 's'} NaN or infinite "
+        f"values; {advice}, or pass allow_nonfinite=True to get NaN answers for them"
+    )
+
+
+__all__ = ["Model", "Prediction", "refuse_nonfinite"]

@@ -29,7 +29,7 @@ from .tensors import write_tensors
 
 # What a FitResult or a loaded Model hands on to save unless the caller gives it.
 _INHERITED = ("labels", "preprocessing", "postprocessing", "history", "metrics", "hyperparameters", "task", "card",
-              "lineage", "data_fingerprint")
+              "lineage", "data_fingerprint", "signature", "scheduler", "optimizer", "extra")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -90,19 +90,31 @@ def _unpack(model: Any, spec: Any, init: Any, given: dict[str, Any]) -> tuple[An
                      "metrics": {f"test_{k}": v for k, v in result.test_metrics.items()} if result.test_metrics else None,
                      "hyperparameters": result.hyperparameters, "task": result.task,
                      "data_fingerprint": result.data_fingerprint}
-    if isinstance(model, Model):  # re-saving a loaded model keeps what it knows unless told otherwise
+    if isinstance(model, Model):  # re-saving a loaded model keeps every section unless told otherwise
         loaded = model
         model, spec = loaded.module, spec or loaded.spec
-        manifest = loaded.manifest
-        inherited = {"labels": manifest.labels, "preprocessing": manifest.preprocessing, "history": manifest.history,
-                     "task": manifest.task, "card": manifest.card, "lineage": manifest.lineage,
-                     "postprocessing": manifest.postprocessing}
+        inherited = _sections_of(loaded)
         if spec is None and init is None:
-            init = class_reference(manifest.architecture)[1]
+            init = class_reference(loaded.manifest.architecture)[1]
     for key in _INHERITED:
         if pieces.get(key) is None or (key in ("task", "data_fingerprint") and not pieces.get(key)):
             pieces[key] = inherited.get(key)
     return model, spec, init, pieces
+
+
+def _sections_of(loaded: Model) -> dict[str, Any]:
+    """Every section of a loaded model's manifest that a re-save hands on (the provenance is made afresh,
+    keeping the data fingerprint; the optimizer state is read back from the file)."""
+    manifest = loaded.manifest
+    sections = {name: getattr(manifest, name) for name in _INHERITED if hasattr(manifest, name)}
+    sections["data_fingerprint"] = (manifest.provenance or {}).get("data_fingerprint")
+    sections["signature"] = manifest.signature
+    sections["scheduler"] = manifest.scheduler
+    sections["extra"] = dict(manifest.unknown)
+    if manifest.optimizer is not None:
+        state = loaded.optimizer_state()
+        sections["optimizer"] = (state, manifest.optimizer.get("class"))
+    return sections
 
 
 def _codec_for_module(module: torch.nn.Module, spec: Any) -> ArchitectureCodec:
@@ -122,9 +134,21 @@ def _tensors(module: torch.nn.Module, optimizer: Any) -> tuple[dict[str, torch.T
         raise ConfigError(f"parameter names starting with {RESERVED_PREFIX!r} are reserved by the file format: {reserved[:3]}")
     if optimizer is None:
         return tensors, None
+    recorded_class = None
+    if isinstance(optimizer, tuple):  # (state_dict, class name) carried over from a loaded model
+        optimizer, recorded_class = optimizer
     optimizer_tensors, optimizer_doc = flatten_optimizer(optimizer)
+    if recorded_class and "class" not in optimizer_doc:
+        optimizer_doc["class"] = recorded_class
     tensors.update(optimizer_tensors)
     return tensors, optimizer_doc
+
+
+def _scheduler_section(given: Any, resolved: Any) -> dict[str, Any] | None:
+    """The caller's scheduler (object or state), else the section a loaded model carried (already a document)."""
+    if given is not None:
+        return scheduler_document(given)
+    return dict(resolved) if resolved is not None else None
 
 
 def save(
@@ -167,19 +191,23 @@ def save(
     """
     given = {"labels": labels, "preprocessing": preprocessing, "postprocessing": postprocessing, "history": history,
              "metrics": metrics, "hyperparameters": hyperparameters, "task": task, "card": card, "lineage": lineage,
-             "data_fingerprint": data_fingerprint}
+             "data_fingerprint": data_fingerprint, "signature": signature, "scheduler": scheduler,
+             "optimizer": optimizer, "extra": None}
     module, spec, init, pieces = _unpack(model, spec, init, given)
+    optimizer = pieces["optimizer"]
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module or a FitResult, got {type(module).__name__}")
     spec = spec or getattr(module, "spec", None)
     if spec is not None and not isinstance(spec, ModelSpec):
         raise SpecError(f"spec= must be a ModelSpec, got {type(spec).__name__}")
     architecture = _codec_for_module(module, spec).encode(module, spec=spec, init=init)
-    if signature is None:
+    if signature is None:  # given > the spec's > measured on example_input > carried from a loaded file
         if spec is not None:
             signature = spec_signature(spec)
         elif example_input is not None:
             signature = signature_from_example(module, example_input)
+        else:
+            signature = pieces["signature"]
     tensors, optimizer_doc = _tensors(module, optimizer)
     manifest = build_manifest(
         architecture, task=pieces["task"], labels=pieces["labels"], preprocessing=pieces["preprocessing"],
@@ -187,9 +215,9 @@ def save(
         metrics=pieces["metrics"], hyperparameters=pieces["hyperparameters"],
         provenance=provenance_record(pieces["data_fingerprint"]), card=pieces["card"],
         lineage=lineage_record(parent, pieces["lineage"]), optimizer=optimizer_doc,
-        scheduler=scheduler_document(scheduler) if scheduler is not None else None,
+        scheduler=_scheduler_section(scheduler, pieces["scheduler"]),
         final_activation=spec.final_activation() if spec is not None else None,
-        output_units=output_units(spec) if spec is not None else None,
+        output_units=output_units(spec) if spec is not None else None, extra=pieces["extra"],
     )
     return write_tensors(path, tensors, manifest_metadata(manifest), durable=durable)
 

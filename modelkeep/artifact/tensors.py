@@ -12,7 +12,7 @@ With ``verify=True`` each tensor's hash is checked before it is returned.
 from __future__ import annotations
 
 import json
-import mmap
+import mmap as _mmap
 import os
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +24,7 @@ from ..io.atomic import atomic_write, start_writeback
 from ..errors import FormatError
 from .format import DTYPE_SIZES, KEY_INTEGRITY, RESERVED_PREFIX, TensorEntry, encode_header, read_header
 from .integrity import (
-    DIGEST_CHARS, HASH_ALGORITHM, hash_bytes, layout_digest, read_integrity, verify_header, verify_tensor_bytes,
+    DIGEST_CHARS, HASH_ALGORITHM, hash_bytes, layout_digest, require_integrity, verify_header, verify_tensor_bytes,
     PARALLEL_MIN_BYTES, verify_tensors,
 )
 
@@ -172,20 +172,28 @@ class TensorFile:
     ...     w = f.tensor("layers.dense_1.weight")
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True, mmap: bool = True) -> None:
         self.header = read_header(path)
         self.path = self.header.path
         self.verify = verify
-        self.integrity = read_integrity(self.header) if verify else None
+        self.integrity = require_integrity(self.header) if verify else None
         if self.integrity is not None:
             verify_header(self.header, self.integrity)
         self._verified: set[str] = set()
-        self._map: mmap.mmap | None = None
+        self._map: _mmap.mmap | None = None
+        self._file: BinaryIO | None = None
         if self.header.file_size > self.header.data_start:
-            with open(self.path, "rb") as handle:
-                # ACCESS_COPY: tensors may be written to without touching the file.
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-            if len(self._map) != self.header.file_size:
+            if mmap:
+                with open(self.path, "rb") as handle:
+                    # ACCESS_COPY: tensors may be written to without touching the file. The pages not
+                    # written still follow the file: see ``load(mmap=False)`` for private copies.
+                    self._map = _mmap.mmap(handle.fileno(), 0, access=_mmap.ACCESS_COPY)
+                size = len(self._map)
+            else:
+                self._file = open(self.path, "rb")
+                size = os.fstat(self._file.fileno()).st_size
+            if size != self.header.file_size:
+                self.close()
                 raise FormatError(f"{self.path} changed size while being opened")
 
     def names(self, *, reserved: bool = True) -> list[str]:
@@ -201,6 +209,8 @@ class TensorFile:
         if entry.nbytes == 0:
             return torch.empty(entry.shape, dtype=dtype)
         start = self.header.data_start + entry.begin
+        if self._file is not None:
+            return self._private_tensor(entry, dtype, start)
         if self.integrity is not None and name not in self._verified:
             view = memoryview(self._map)[start:start + entry.nbytes]
             try:
@@ -211,9 +221,27 @@ class TensorFile:
         flat = torch.frombuffer(self._map, dtype=dtype, count=entry.nbytes // DTYPE_SIZES[entry.dtype], offset=start)
         return flat.reshape(entry.shape)
 
+    def _private_tensor(self, entry: TensorEntry, dtype: torch.dtype, start: int) -> torch.Tensor:
+        """The tensor read into memory of its own; its hash is checked on exactly those bytes."""
+        tensor = torch.empty(entry.shape, dtype=dtype)
+        target = memoryview(tensor.view(-1).view(torch.uint8).numpy())
+        try:
+            got = os.preadv(self._file.fileno(), [target], start) if hasattr(os, "preadv") else None
+            if got is None:
+                self._file.seek(start)
+                got = self._file.readinto(target)
+            if got != entry.nbytes:
+                raise FormatError(f"{self.path} was truncated while tensor {entry.name!r} was read")
+            if self.integrity is not None:
+                verify_tensor_bytes(self.header, self.integrity, entry, target)
+                self._verified.add(entry.name)
+        finally:
+            target.release()
+        return tensor
+
     def tensors(self, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         names = self.names() if names is None else list(names)
-        if self.integrity is not None:
+        if self.integrity is not None and self._map is not None:
             # Check every pending hash up front, in parallel when it is worth it (``verify_tensors``);
             # unknown names are left for ``tensor`` to report.
             pending: dict[str, TensorEntry] = {}
@@ -229,6 +257,9 @@ class TensorFile:
     def close(self) -> None:
         # Tensors made from the map keep it alive; dropping our reference is enough.
         self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> "TensorFile":
         return self
@@ -238,8 +269,13 @@ class TensorFile:
 
 
 def read_tensors(
-    path: str | os.PathLike[str], *, verify: bool = True, names: Iterable[str] | None = None
+    path: str | os.PathLike[str], *, verify: bool = True, names: Iterable[str] | None = None, mmap: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """All (or the named) tensors of a safetensors or modelkeep file, zero-copy from a memory map."""
-    with TensorFile(path, verify=verify) as handle:
+    """All (or the named) tensors of a safetensors or modelkeep file, zero-copy from a memory map.
+
+    With ``verify`` (the default) the file must carry its integrity record (a
+    plain safetensors file has none: pass ``verify=False``) and every tensor's
+    hash is checked. ``mmap=False`` reads into private memory (see ``load``).
+    """
+    with TensorFile(path, verify=verify, mmap=mmap) as handle:
         return handle.tensors(names)

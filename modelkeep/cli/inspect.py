@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._output import console, plain_printer, print_json, table
+from ._output import console, plain_printer, print_json, printable_document, table
+
+
+_CHECKPOINT_KEY = "modelkeep.checkpoint"  # checkpoint.reading.CHECKPOINT_KEY, named without importing torch
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -51,19 +54,26 @@ def _architecture_line(summary: dict[str, Any]) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from ..artifact.format import read_header
+
+    # A checkpoint is described as one; only then is the checkpoint reader (which needs torch) imported.
+    if _CHECKPOINT_KEY in read_header(args.file).metadata:
+        from .checkpoints import inspect_checkpoint
+
+        if inspect_checkpoint(args.file, verify=args.verify, as_json=args.json):
+            return 0
     info = describe(args.file, verify=args.verify)
     if args.json:
         print_json(info)
         return 0
     out = console()
     say = plain_printer(out)  # text from the file is never markup
+    info = printable_document(info)  # nor escape codes, nor a line of its own (cli/_output.py)
 
     arch = info["architecture"]
-    from rich.markup import escape  # names and labels come from the file: never let them be markup
-
-    rows = [[escape(str(r["name"])), escape(str(r["kind"])), "x".join(map(str, r["output_shape"] or [])),
+    rows = [[r["name"], r["kind"], "x".join(map(str, r["output_shape"] or [])),
              f"{r['parameters']:,}"] for r in info["layers"]]
-    out.print(table(escape(info["path"]), ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
+    out.print(table(info["path"], ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
     say(f"architecture {_architecture_line(arch)}")
     say(f"parameters   {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable)")
     sizes = info["sizes"]

@@ -95,3 +95,19 @@ def test_model_class_must_be_a_module(tmp_path):
     path = save(Net(4), tmp_path / "n.safetensors", init={"features": 4})
     with pytest.raises(TypeError, match="nn.Module subclass"):
         load(path, model_class=dict)
+
+
+def test_a_class_defined_in_main_warns_at_save_and_loads_with_model_class(tmp_path):
+    from modelkeep.artifact.class_codec import UnimportableClassWarning
+
+    script_class = type("ScriptNet", (Net,), {"__module__": "__main__"})  # as if defined in a script run directly
+    model = script_class(4)
+    with pytest.warns(UnimportableClassWarning, match=r"__main__.*model_class=ScriptNet"):
+        path = save(model, tmp_path / "script.safetensors", init={"features": 4}, example_input=torch.zeros(1, 4))
+    assert type(load(path, model_class=script_class).module) is script_class
+
+
+def test_trust_error_says_that_trust_code_imports_the_module_first(tmp_path):
+    path = save(Net(4), tmp_path / "net.safetensors", init={"features": 4})
+    with pytest.raises(TrustError, match="runs that module's top-level code before the class is even checked"):
+        load(path)
