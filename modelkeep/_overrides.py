@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .errors import ConfigError, ModelkeepError
 
 __all__ = ["MAX_DOCUMENT_CHARS", "MAX_OVERRIDE_CHARS", "apply_overrides", "load_yaml", "parse_overrides",
-           "parse_value", "split_override"]
+           "parse_value", "shorten_value", "split_override"]
 
 MAX_OVERRIDE_CHARS = 4096         # one --set item
 MAX_DOCUMENT_CHARS = 1 << 20      # one YAML document (a training config)
@@ -55,6 +55,18 @@ def _loader() -> Any:
 
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shorten_value(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a config value may be a
+    100,000-item list, and an error is one line. Containers are cut before they are printed whole."""
+    if isinstance(value, (list, tuple)) and len(value) > limit:
+        value = type(value)(value[:limit]) if isinstance(value, list) else tuple(value[:limit])
+    elif isinstance(value, dict) and len(value) > limit:
+        value = dict(list(value.items())[:limit])
+    elif isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    return _shorten(repr(value), limit)
 
 
 def load_yaml(text: str, *, what: str, error: ErrorClass = ConfigError, max_chars: int = MAX_DOCUMENT_CHARS,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -64,3 +65,61 @@ def test_a_billion_laughs_document_is_refused_before_it_expands():
     with pytest.raises(ConfigError, match="expands to more than"):
         load_yaml("\n".join(lines), what="bomb.yaml")
     assert parse_value("1e3") == 1000.0
+
+
+def _laughs(levels: int, width: int = 9, indent: str = "") -> list[str]:
+    lines = [f"{indent}l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"{indent}l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return lines
+
+
+# The command, reporting its own peak resident memory (VmHWM: reset by exec, unlike ru_maxrss, which a child
+# started from a large pytest process inherits).
+_PEAK_REPORTING_CLI = """
+import atexit, runpy, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("PEAK_KB " + line.split()[1])
+atexit.register(peak)
+sys.argv = ["modelkeep", *sys.argv[1:]]
+runpy.run_module("modelkeep", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("where", ["config", "spec file"])
+def test_billion_laughs_through_modelkeep_train_is_refused_fast_and_small(tmp_path, where):
+    """Issue 10 #13: a 445-byte config took 13.5 s and 1.1 GB, 549 bytes ran past a minute. Run as the reviewers
+    did — the command in a process of its own — with its time and peak memory measured."""
+    import subprocess
+    import time
+
+    if where == "config":
+        text = "model: {}\ndata: iris\nextra:\n" + "\n".join(_laughs(9, indent="  ")) + "\n"
+        (tmp_path / "bomb.yaml").write_text(text)
+        assert len(text) < 600
+    else:
+        spec = ("layers:\n  - {kind: Input, shape: [4]}\n  - kind: Dense\n    units: 3\n    junk:\n"
+                + "\n".join(_laughs(9, indent="      ")) + "\n    activation: *l8\n")
+        (tmp_path / "spec.yaml").write_text(spec)
+        (tmp_path / "bomb.yaml").write_text("model: spec.yaml\ndata: iris\nepochs: 1\ncheckpoint: false\n")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK_REPORTING_CLI, "train", str(tmp_path / "bomb.yaml"),
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    error, _, peak = done.stderr.rpartition("PEAK_KB ")
+    peak_mib = int(peak) / 1024
+    assert done.returncode == 2, done.stderr
+    assert "expands to more than 100,000 values" in error and error.count("\n") == 1
+    assert elapsed < 60 and peak_mib < 800, (elapsed, peak_mib)  # the CLI's own imports included (torch)
+
+
+def test_values_quoted_in_errors_are_shortened(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("model: {}\ndata: iris\nepochs: [" + ", ".join(["12345"] * 50_000) + "]\n")
+    with pytest.raises(ConfigError, match=r"epochs must be a positive integer, got \[12345, ") as caught:
+        load_config(path)
+    assert len(str(caught.value)) < 200

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import TRUST_CODE, add_trust_code, naming_flags
 from ._output import console, print_json, table
 
 
@@ -13,13 +14,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=["test", "validation", "train", "all"], default="test",
                         help="which part, split as the model's training run split it (default: test); 'all' for every sample")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_trust_code(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     from ..train.evaluation import evaluate_file
 
-    report = evaluate_file(args.file, args.data, split=args.split)
+    with naming_flags(TRUST_CODE):
+        report = evaluate_file(args.file, args.data, split=args.split, trust_code=args.trust_code)
     if args.json:
         print_json(report)
         return 0

@@ -39,8 +39,11 @@ class _ResumeNotice:
 
     def on_train_begin(self, state, logs) -> None:
         if state.resumed_from:
-            print(f"resuming from {state.resumed_from.removesuffix('.safetensors')} (epoch {state.epoch}, "
-                  f"batch {state.batch}, step {state.step})", file=self.stream, flush=True)
+            from ..train.progress import describe_position
+            from ._output import printable
+
+            print(f"resuming from {printable(state.resumed_from.removesuffix('.safetensors'))} at "
+                  f"{describe_position(state.epoch, state.batch, state.step)}", file=self.stream, flush=True)
 
 
 def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
@@ -58,7 +61,9 @@ def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
 
 
 def _show_checkpoint_warnings(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"modelkeep: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    from ._output import printable  # a checkpoint warning can quote text that came from a file
+
+    print(f"modelkeep: warning: {printable(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -67,10 +72,10 @@ def handle(args: argparse.Namespace) -> int:
     from ..checkpoint.manager import CheckpointWarning
     from ..errors import TrainingInterrupted
     from ..checkpoint.storage import set_aside_checkpoints
-    from ..train.config import CHECKPOINTS, load_config, run_training
+    from ..train.config import CHECKPOINTS, check_run_name, load_config, run_training
 
     config = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / (config.raw.get("name") or Path(args.config).stem)
+    run_dir = args.run_dir or Path("runs") / check_run_name(config.raw.get("name") or Path(args.config).stem)
     # Status lines go to stderr when stdout carries JSON.
     status = sys.stderr if args.json else sys.stdout
     if args.restart:

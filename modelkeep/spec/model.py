@@ -107,12 +107,9 @@ class ModelSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "ModelSpec":
-        import yaml
+        from .._overrides import load_yaml  # bounded: length, nesting and alias expansion ("billion laughs")
 
-        try:
-            return cls.from_dict(yaml.safe_load(text))
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec is not valid YAML: {exc}") from None
+        return cls.from_dict(load_yaml(text, what="spec", error=SpecError))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelSpec":

@@ -25,11 +25,23 @@ from ..data.dataset import Dataset
 from ..errors import DataError
 
 __all__ = ["BatchPlan", "PREPROCESSING_SAMPLE", "Split", "as_dataset", "epoch_batches", "epoch_permutation",
-           "fit_preprocessing", "is_streamed"]
+           "fit_preprocessing", "input_dtype", "is_streamed"]
 
 PREPROCESSING_SAMPLE = 4096  # streamed training data: preprocessing is fitted on this many training images
 
 Shard = Callable[[torch.Tensor], torch.Tensor]
+
+# The dtypes an Input layer may declare; a model that declares nothing takes float32.
+_INPUT_DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "bool": torch.bool}
+
+
+def input_dtype(model: Any) -> torch.dtype:
+    """The dtype ``model`` takes as input: what its spec's Input layer declares (int64 token ids,
+    float images), float32 for a model that does not say. Pass the unwrapped model."""
+    spec = getattr(model, "spec", None)
+    inputs = getattr(spec, "inputs", None) or ()
+    declared = getattr(getattr(inputs[0].kind, "fields", None), "dtype", "float32") if inputs else "float32"
+    return _INPUT_DTYPES.get(str(declared), torch.float32)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -42,13 +54,22 @@ def is_streamed(dataset: Any) -> bool:
     return not isinstance(dataset, Dataset)
 
 
-def as_dataset(data: Any, role: str) -> Any:
-    """``data`` when it is a modelkeep Dataset (or streams like one); None stays None."""
+def as_dataset(data: Any, role: str, *, like: Any = None) -> Any:
+    """``data`` when it is a modelkeep Dataset (or streams like one), a Dataset made from an ``(x, y)``
+    pair of arrays (taking the task and class names of ``like``, the training set, so a class keeps
+    its index in every split); None stays None."""
     if data is None:
         return None
     if isinstance(data, Dataset) or hasattr(data, "__getitem__") and hasattr(data, "y") and hasattr(data, "task"):
         return data
-    raise DataError(f"{role} data must be a modelkeep Dataset (see modelkeep.data), got {type(data).__name__}")
+    if isinstance(data, tuple) and len(data) == 2:
+        from ..data.targets import dataset_from_arrays
+
+        if like is None:
+            return dataset_from_arrays(data[0], data[1], name=role)
+        return dataset_from_arrays(data[0], data[1], name=role, task=like.task, labels=like.labels)
+    raise DataError(f"{role} data must be a modelkeep Dataset or an (x, y) pair of arrays (see "
+                    f"modelkeep.data.dataset_from_arrays), got {type(data).__name__}")
 
 
 def fit_preprocessing(preprocessing: Any, train: Any, seed: int) -> None:
@@ -73,10 +94,11 @@ def _transform_targets(y: np.ndarray, preprocessing: Any) -> np.ndarray:
     return y
 
 
-def _tensors(dataset: Dataset, preprocessing: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(dataset: Dataset, preprocessing: Any, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     x = dataset.x if preprocessing is None else preprocessing.transform(dataset.x)
     y = _transform_targets(dataset.y, preprocessing)
-    x_t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32).to(device)
+    x_t = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype).to(device)  # cast on the host, then move
     y_t = torch.as_tensor(np.ascontiguousarray(y), dtype=_target_dtype(dataset.task, y)).to(device)
     return x_t, y_t
 
@@ -84,9 +106,10 @@ def _tensors(dataset: Dataset, preprocessing: Any, device: torch.device) -> tupl
 class _Collate:
     """Stacks streamed samples and applies the preprocessing to the whole batch (picklable for workers)."""
 
-    def __init__(self, preprocessing: Any, task: str) -> None:
+    def __init__(self, preprocessing: Any, task: str, dtype: torch.dtype = torch.float32) -> None:
         self.preprocessing = preprocessing
         self.task = task
+        self.dtype = dtype
 
     def __call__(self, samples: list[tuple[np.ndarray, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = np.stack([s[0] for s in samples])
@@ -94,23 +117,25 @@ class _Collate:
         if self.preprocessing is not None:
             x = self.preprocessing.transform(x)
         y = _transform_targets(y, self.preprocessing)
-        return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        return (torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype),
                 torch.as_tensor(y, dtype=_target_dtype(self.task, y)))
 
 
 class Split:
-    """One split ready to iterate: tensors on the device, or a streamed dataset and its loader settings."""
+    """One split ready to iterate: tensors on the device, or a streamed dataset and its loader settings.
+    Inputs take the model's input dtype (``input_dtype``): int64 token ids, float32 images and tables."""
 
-    def __init__(self, dataset: Any, preprocessing: Any, device: torch.device, num_workers: int) -> None:
+    def __init__(self, dataset: Any, preprocessing: Any, device: torch.device, num_workers: int, *,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.dataset = dataset
         self.name = dataset.name
         self.task = dataset.task
         self.device = device
         self.streamed = is_streamed(dataset)
         self.num_workers = num_workers
-        self.collate = _Collate(preprocessing, dataset.task)
+        self.collate = _Collate(preprocessing, dataset.task, dtype)
         if not self.streamed:
-            self.x, self.y = _tensors(dataset, preprocessing, device)
+            self.x, self.y = _tensors(dataset, preprocessing, device, dtype)
 
     def __len__(self) -> int:
         return len(self.dataset)

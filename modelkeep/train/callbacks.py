@@ -28,6 +28,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import torch
 
 from ..checkpoint.state import Stateful
+from .._overrides import shorten_value
 from ..errors import ConfigError
 from .metrics import LOWER_IS_BETTER
 
@@ -74,7 +75,7 @@ class EarlyStopping:
         if patience < 0:
             raise ConfigError(f"early stopping patience must be at least 0, got {patience}")
         if mode not in ("auto", "min", "max"):
-            raise ConfigError(f"early stopping mode must be 'auto', 'min' or 'max', got {mode!r}")
+            raise ConfigError(f"early stopping mode must be 'auto', 'min' or 'max', got {shorten_value(mode)}")
         self.monitor = monitor
         self.patience = int(patience)
         self.min_delta = abs(float(min_delta))
@@ -134,7 +135,7 @@ def make_early_stopping(config: Any) -> EarlyStopping | None:
     if isinstance(config, int):
         return EarlyStopping(patience=config)
     if not isinstance(config, dict):
-        raise ConfigError(f"early_stopping must be true/false, a patience or an object, got {config!r}")
+        raise ConfigError(f"early_stopping must be true/false, a patience or an object, got {shorten_value(config)}")
     options = dict(config)
     if options.pop("enabled", True) is False:
         return None

@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from ..checkpoint.storage import PREVIOUS, set_aside_checkpoints
+from .._overrides import shorten_value
 from ..errors import CheckpointError, ConfigError, TrainingInterrupted
+from .progress import describe_position
 
 __all__ = ["CheckpointSettings", "set_aside_checkpoints"]
 
@@ -71,23 +73,23 @@ class CheckpointSettings:
         for name in ("every_steps", "every_epochs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"checkpoint.{name} must be a positive integer or null, got {value!r}")
+                raise ConfigError(f"checkpoint.{name} must be a positive integer or null, got {shorten_value(value)}")
         if self.every_seconds is not None and not (isinstance(self.every_seconds, (int, float))
                                                    and self.every_seconds > 0):
-            raise ConfigError(f"checkpoint.every_seconds must be a positive number or null, got {self.every_seconds!r}")
+            raise ConfigError(f"checkpoint.every_seconds must be a positive number or null, got {shorten_value(self.every_seconds)}")
         for name in ("keep_last", "keep_best"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"checkpoint.{name} must be a whole number (0 or more), got {value!r}")
+                raise ConfigError(f"checkpoint.{name} must be a whole number (0 or more), got {shorten_value(value)}")
         if self.keep_last < 1:
             raise ConfigError("checkpoint.keep_last must be at least 1: the newest checkpoint is what a resume needs")
         if self.mode not in ("auto", "min", "max"):
-            raise ConfigError(f"checkpoint.mode must be 'auto', 'min' or 'max', got {self.mode!r}")
+            raise ConfigError(f"checkpoint.mode must be 'auto', 'min' or 'max', got {shorten_value(self.mode)}")
         if self.on_error not in ("stop", "continue"):
-            raise ConfigError(f"checkpoint.on_error must be 'stop' or 'continue', got {self.on_error!r}")
+            raise ConfigError(f"checkpoint.on_error must be 'stop' or 'continue', got {shorten_value(self.on_error)}")
         for name in ("enabled", "asynchronous", "durable"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"checkpoint.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"checkpoint.{name} must be true or false, got {shorten_value(getattr(self, name))}")
 
     @classmethod
     def from_config(cls, value: Any, *, directory: str | os.PathLike[str] | None = None) -> "CheckpointSettings":
@@ -97,7 +99,7 @@ class CheckpointSettings:
         elif value is False:
             value = {"enabled": False}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"checkpoint must be true/false or a mapping of settings, got {value!r}")
+            raise ConfigError(f"checkpoint must be true/false or a mapping of settings, got {shorten_value(value)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:
@@ -317,7 +319,7 @@ class _Checkpointing:
     def _interrupted(self, name: str | None, position: Any) -> None:
         self.manager.close()  # the checkpoint is committed before anyone is told to resume from it
         guard = self.guard
-        where = f"epoch {position.epoch}, batch {position.batch} (step {position.step})"
+        where = describe_position(position.epoch, position.batch, position.step)
         saved = (f"checkpoint {name} saved in {self.directory}" if name
                  else f"the checkpoint could not be saved; the previous one in {self.directory} is intact")
         raise TrainingInterrupted(

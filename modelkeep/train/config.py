@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._overrides import apply_overrides as _apply_overrides
-from .._overrides import load_yaml
+from .._overrides import load_yaml, shorten_value
 from ..errors import ConfigError, DataError, ModelNotFoundError
 from .settings import FitSettings, yaml_defaults, yaml_keys
 
@@ -58,6 +58,19 @@ class TrainConfig:
         return str(self.raw.get("name") or "run")
 
 
+def check_run_name(name: Any) -> str:
+    """A run's ``name`` is a name, not a path: it becomes ``runs/<name>``, so it may not climb out of
+    ``runs/`` (``..``), start elsewhere (an absolute path) or nest (a path separator)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"name must be a non-empty text, got {shorten_value(name)}")
+    bad = ("/" in name or "\\" in name or "\0" in name or name in (".", "..") or Path(name).is_absolute()
+           or any(ord(c) < 32 for c in name) or len(name) > 200)
+    if bad:
+        raise ConfigError(f"name {name[:60]!r} is not a plain name (it is the run folder runs/<name>): no path "
+                          "separators, '..' or absolute paths; to write elsewhere use --run-dir")
+    return name
+
+
 def _promote(key: str, value: str) -> dict[str, Any]:
     """``loss: mse`` then ``--set loss.delta=2`` gives ``{type: mse, delta: 2}``; ``data: digits`` a ``name``."""
     return {"name": value} if key == "data" else {"type": value}
@@ -75,6 +88,9 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
         document = source
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ConfigError(f"{str(path)!r} is a folder, not a config file; give a .yaml training config "
+                              "(see examples/)")
         if not path.is_file():
             raise ModelNotFoundError(f"config file {str(path)!r} does not exist")
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -99,6 +115,8 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
     for required in ("model", "data"):
         if required not in document:
             raise ConfigError(f"the config has no {required!r}; see examples/ for complete configs")
+    if "name" in document:
+        check_run_name(document["name"])
     config = TrainConfig(document, base_dir)
     fit_settings(config)  # every training option is checked here, before any data is read
     checkpoint_settings(config, ".")
@@ -112,7 +130,7 @@ def _named(value: Any, what: str) -> tuple[str, dict[str, Any]]:
         return value, {}
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value["type"], {k: v for k, v in value.items() if k != "type"}
-    raise ConfigError(f"{what} must be a name or a mapping with a 'type', got {value!r}")
+    raise ConfigError(f"{what} must be a name or a mapping with a 'type', got {shorten_value(value)}")
 
 
 def _data_settings(config: TrainConfig) -> tuple[str, dict[str, Any], tuple[float, float, float], int]:
@@ -123,14 +141,14 @@ def _data_settings(config: TrainConfig) -> tuple[str, dict[str, Any], tuple[floa
     if isinstance(data, str):
         data = {"name": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"data must be a dataset name or a mapping, got {data!r}")
+        raise ConfigError(f"data must be a dataset name or a mapping, got {shorten_value(data)}")
     options = dict(data)
     source = options.pop("name", None) or options.pop("path", None)
     if source is None:
         raise ConfigError("data needs a 'name' (a bundled dataset) or a 'path' (CSV, .npy/.npz, image folder)")
     fractions = options.pop("split", (0.8, 0.1, 0.1))
     if not (isinstance(fractions, (list, tuple)) and len(fractions) == 3 and all(isinstance(f, (int, float)) for f in fractions)):
-        raise ConfigError(f"data.split must be three fractions (train, validation, test), got {fractions!r}")
+        raise ConfigError(f"data.split must be three fractions (train, validation, test), got {shorten_value(fractions)}")
     split_seed = int(options.pop("seed", config["seed"]))
     source = str(source)
     if source not in DATASETS or Path(source).exists():
@@ -174,12 +192,23 @@ def build_model(config: TrainConfig, dataset: Any):
     elif isinstance(model, dict):
         spec = load_spec(model)
     else:
-        raise ConfigError(f"model must be a zoo name, a spec file or an inline spec, got {model!r}")
+        raise ConfigError(f"model must be a zoo name, a spec file or an inline spec, got {shorten_value(model)}")
     expected = tuple(spec.input_shape)
     if expected != tuple(dataset.input_shape):
         raise DataError(f"the model expects samples of shape {list(expected)} but the data {dataset.name!r} has "
                         f"{list(dataset.input_shape)}; change the model's Input shape or set data.shape")
     return build(spec, seed=int(config["seed"]))
+
+
+def _data_for_model(dataset: Any, model: Any) -> Any:
+    """Per-position targets (a language model's next tokens) checked against the model's sequence output,
+    their labels inferred from the data widened to all its classes; any other dataset as it is."""
+    from ..data.targets import sequence_labels
+
+    spec = getattr(model, "spec", None)
+    if spec is None or not hasattr(dataset, "y"):
+        return dataset
+    return sequence_labels(dataset, tuple(spec.output_shape), dataset.name)
 
 
 def _zoo_spec(name: str, options: dict[str, Any], dataset: Any):
@@ -248,30 +277,52 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     from ..data.split import split_dataset
     from .fit import fit
 
-    dataset = load_config_data(config)
-    _, _, fractions, split_seed = _data_settings(config)
-    splits = split_dataset(dataset, fractions=fractions, seed=split_seed)
-    model = build_model(config, dataset)
-    result = fit(model, splits.train, splits.validation if len(splits.validation) else None,
-                 splits.test if len(splits.test) else None, **fit_options(config, progress=progress),
-                 checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks))
-    source, options, _, _ = _data_settings(config)
-    result.hyperparameters["data"] = {"source": str(config["data"]["name"] if isinstance(config["data"], dict) and "name" in config["data"] else source),
-                                      "options": options, "split": list(fractions), "split_seed": split_seed}
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    card = config.raw.get("card")
-    model_path = save(result, run_dir / "model.safetensors", **({"card": card} if card else {}))
-    from .history import write_history
+    from ..io.lock import FolderLock
 
-    files = [model_path, *write_history(result.history, run_dir)]
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
-    files.append(run_dir / "config.yaml")
-    document = {"test": _json_safe(result.test_report), "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early, "epochs_run": len(result.history)}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
-    files.append(run_dir / "metrics.json")
-    return TrainRun(result, run_dir, model_path, files)
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir)  # before any data is read or step taken: a folder that cannot be written fails now
+    with FolderLock(run_dir, purpose="training run"):  # a second training on this folder is refused
+        dataset = load_config_data(config)
+        _, _, fractions, split_seed = _data_settings(config)
+        model = build_model(config, dataset)
+        dataset = _data_for_model(dataset, model)
+        splits = split_dataset(dataset, fractions=fractions, seed=split_seed)
+        result = fit(model, splits.train, splits.validation if len(splits.validation) else None,
+                     splits.test if len(splits.test) else None, **fit_options(config, progress=progress),
+                     checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks))
+        source, options, _, _ = _data_settings(config)
+        result.hyperparameters["data"] = {"source": str(config["data"]["name"] if isinstance(config["data"], dict) and "name" in config["data"] else source),
+                                          "options": options, "split": list(fractions), "split_seed": split_seed}
+        card = config.raw.get("card")
+        model_path = save(result, run_dir / "model.safetensors", **({"card": card} if card else {}))
+        from .history import write_history
+
+        files = [model_path, *write_history(result.history, run_dir)]
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
+        files.append(run_dir / "config.yaml")
+        document = {"test": _json_safe(result.test_report), "best_epoch": result.best_epoch,
+                    "stopped_early": result.stopped_early, "epochs_run": len(result.history)}
+        atomic_write_text(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
+        files.append(run_dir / "metrics.json")
+        return TrainRun(result, run_dir, model_path, files)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder, and refuse one this process cannot write into (checked before training)."""
+    import os
+
+    from ..errors import StorageError
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StorageError(f"the run folder {str(run_dir)!r} is a file; give --run-dir a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the run folder {str(run_dir)!r}: {exc.strerror or exc}; "
+                           "choose another --run-dir") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise StorageError(f"the run folder {str(run_dir)!r} is not writable; choose another --run-dir "
+                           "or change its permissions")
 
 
 def _json_safe(value: Any) -> Any:
@@ -295,7 +346,8 @@ def cross_validate(config: TrainConfig, folds: int, *, progress: Any = "auto", o
     results = []
     for fold in kfold_splits(dataset, folds, seed=split_seed):
         model = build_model(config, dataset)
-        result = fit(model, fold.train, fold.validation, **fit_options(config, progress=progress))
+        result = fit(model, _data_for_model(fold.train, model), _data_for_model(fold.validation, model),
+                     **fit_options(config, progress=progress))
         scores = {k.removeprefix("val_"): v for k, v in result.history.records[-1].items() if k.startswith("val_")}
         if result.best_epoch is not None:  # early stopping restored the best weights: report those
             best = result.history.records[result.best_epoch - 1]

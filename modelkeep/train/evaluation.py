@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import DataError
-from .batches import Split
+from .batches import Split, input_dtype
 from .losses import make_loss
 from .metrics import MetricAccumulator, check_metric_names
 from .modes import set_mode
@@ -84,7 +84,7 @@ def evaluate(
     model.to(device)
     final = final_activation(unwrap_model(model))
     names = check_metric_names(metrics, dataset.task)
-    split = Split(dataset, preprocessing, device, 0)
+    split = Split(dataset, preprocessing, device, 0, dtype=input_dtype(unwrap_model(model)))
     num_classes = len(dataset.labels) if getattr(dataset, "labels", None) else None
     scalars, full = evaluate_split(model, split, make_loss(loss, final, **(loss_options or {})), metrics=names,
                                    num_classes=num_classes, final_activation=final, autocast=None,
@@ -92,23 +92,30 @@ def evaluate(
     return full if report else scalars
 
 
-def evaluate_file(path: str | Path, data: str, *, split: str = "test") -> dict[str, Any]:
-    """Loss and every metric (per class and the confusion matrix for classification) of the model at ``path``."""
+def evaluate_file(path: str | Path, data: str, *, split: str = "test", trust_code: bool = False) -> dict[str, Any]:
+    """Loss and every metric (per class and the confusion matrix for classification) of the model at ``path``.
+
+    The data is read for this model: images brought to its input shape as they are read (never
+    decoded whole beyond the readers' limits), in-memory samples reshaped to it or refused, and
+    classes matched to the model's labels by name (folders ``benign/``, ``malignant/`` fit a model
+    labelled ``malignant, benign``)."""
     from ..artifact import load
     from ..data.datasets import load_data
     from ..data.split import split_dataset
 
-    model = load(path)
+    model = load(path, trust_code=trust_code)
     hyper = dict(model.manifest.hyperparameters or {})
     recorded = hyper.get("data") or {}
     options = dict(recorded.get("options") or {}) if str(recorded.get("source")) == str(data) else {}
-    shape = options.get("shape")
-    dataset = load_data(data, **({"shape": shape} if shape else {}))
+    options.pop("shape", None)  # the model's input shape below says the same, and more
+    shape = model._input_shape()
+    if shape is not None and all(isinstance(d, int) for d in shape):
+        options["input_shape"] = tuple(shape)
+    if model.labels is not None:
+        options["labels"] = tuple(model.labels)
+    dataset = load_data(data, **options)
     if dataset.task != model.manifest.task:
         raise DataError(f"{data!r} is a {dataset.task} dataset but the model was trained for {model.manifest.task}")
-    if model.labels is not None and dataset.labels is not None and tuple(dataset.labels) != tuple(model.labels):
-        raise DataError(f"the classes of {data!r} ({', '.join(dataset.labels)}) are not the model's "
-                        f"({', '.join(model.labels)})")
     if split != "all":
         fractions = tuple(recorded.get("split") or (0.8, 0.1, 0.1))
         seed = int(recorded.get("split_seed", hyper.get("seed", 0)))

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, DataError
-from .batches import BatchPlan, Split, as_dataset, fit_preprocessing
+from .batches import BatchPlan, Split, as_dataset, fit_preprocessing, input_dtype
+from .checks import check_inputs, check_loss_fits
 from .callbacks import CallbackList, EarlyStopping, make_early_stopping
 from .checkpointing import (CheckpointSettings, OptimizerLayout, _Checkpointing, architecture_digest,
                             run_fingerprint)
@@ -60,6 +61,10 @@ class _Inputs:
     def num_classes(self) -> int | None:
         return len(self.train.labels) if getattr(self.train, "labels", None) else None
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return input_dtype(self.model)
+
 
 def fit(
     model: torch.nn.Module,
@@ -84,8 +89,8 @@ def fit(
     ``accumulate`` micro-batches per optimizer step; ``clip_norm``/``clip_value`` clip
     gradients. ``schedule``: a name or dict (see ``modelkeep.train.schedules``);
     ``early_stopping``: True, a patience, or a dict (``monitor``, ``patience``,
-    ``min_delta``, ``restore_best_weights``). ``metrics`` (accuracy, precision, recall, f1;
-    rmse, mae, r2, mse) are computed over whole splits. ``preprocessing`` (for example
+    ``min_delta``, ``restore_best_weights``). ``metrics`` (accuracy, precision, recall, f1 — for two classes the
+    positive class's, as in scikit-learn — and their ``*_macro``; rmse, mae, r2, mse) cover whole splits. ``preprocessing`` (for example
     ``Standardize()``) is fitted on ``train`` only and returned in the result so ``save``
     stores it. ``seed`` seeds every random source and fixes the data order;
     ``deterministic`` also asks for deterministic kernels. ``precision``: ``"auto"``
@@ -117,7 +122,7 @@ def fit(
     inputs = _Inputs(settings, model, train, validation, test, preprocessing,
                      [*callbacks, *([stopper] if stopper is not None else [])], stopper,
                      strategy if strategy is not None else SingleProcess())
-    _check_validation_needs(inputs)
+    _check_before_training(inputs)
     checkpoint_settings, manager = _checkpoint_manager(checkpoint)
     data_fingerprint = train.fingerprint() if manager is not None else None
     seed_everything(settings.seed)
@@ -135,9 +140,9 @@ def fit(
             loop.progress.close()
         test_metrics, test_report = _test_once(inputs, parts)
     checkpoints = loop.checkpoints if isinstance(loop.checkpoints, _Checkpointing) else None
-    return FitResult(parts.model, loop.history, test_metrics, train.labels, preprocessing, train.task,
-                     _recorded(settings, epochs_run=loop.state.epoch), data_fingerprint or train.fingerprint(),
-                     parts.optimizer, test_report, loop.step_history,
+    recorded = _recorded(settings, epochs_run=loop.state.epoch, frozen=parts.parameter_groups.frozen_names())
+    return FitResult(parts.model, loop.history, test_metrics, train.labels, preprocessing, train.task, recorded,
+                     data_fingerprint or train.fingerprint(), parts.optimizer, test_report, loop.step_history,
                      stopped_early=stopper.stopped_epoch is not None if stopper else False,
                      best_epoch=stopper.best_epoch if stopper else None, resumed_from=loop.state.resumed_from,
                      checkpoint_dir=checkpoints.directory if checkpoints is not None else None)
@@ -148,7 +153,7 @@ fit.__signature__ = fit_signature(fit)  # type: ignore[attr-defined]  # help(fit
 
 def _checked_splits(train: Any, validation: Any, test: Any) -> tuple[Any, Any, Any]:
     train = as_dataset(train, "training")
-    validation, test = as_dataset(validation, "validation"), as_dataset(test, "test")
+    validation, test = as_dataset(validation, "validation", like=train), as_dataset(test, "test", like=train)
     if len(train) == 0:
         raise DataError(f"training set {train.name!r} is empty")
     for name, part in (("validation", validation), ("test", test)):
@@ -157,19 +162,25 @@ def _checked_splits(train: Any, validation: Any, test: Any) -> tuple[Any, Any, A
     return train, validation, test
 
 
-def _check_validation_needs(inputs: _Inputs) -> None:
+def _check_before_training(inputs: _Inputs) -> None:
+    """The data against the model, the loss against both, and what early stopping needs (``checks.py``)."""
+    check_inputs(inputs.model, {"training": inputs.train, "validation": inputs.validation, "test": inputs.test})
+    check_loss_fits(inputs.model, inputs.settings.loss, inputs.train)
     if inputs.validation is None and (inputs.settings.validate_every or any(
             isinstance(c, EarlyStopping) and c.monitor.startswith("val_") for c in inputs.callbacks)):
         raise ConfigError("early stopping and validate_every need validation data")
 
 
-def _recorded(settings: FitSettings, *, epochs_run: int) -> dict[str, Any]:
-    """The file's hyperparameters: the recorded settings with ``epochs_run`` after ``epochs``."""
+def _recorded(settings: FitSettings, *, epochs_run: int, frozen: Sequence[str] = ()) -> dict[str, Any]:
+    """The file's hyperparameters: the recorded settings with ``epochs_run`` after ``epochs``, and the names
+    of the parameters still frozen at the end (by a group rule or the user's ``requires_grad_(False)``)."""
     out: dict[str, Any] = {}
     for key, value in settings.hyperparameters().items():
         out[key] = value
         if key == "epochs":
             out["epochs_run"] = epochs_run
+    if frozen:
+        out["frozen"] = list(frozen)
     return out
 
 
@@ -196,8 +207,9 @@ def _training_loop(inputs: _Inputs, parts: Trainables, progress: Any) -> Trainin
     """The splits on the device, this process's batch plan, progress output, and the loop over them."""
     settings, strategy = inputs.settings, inputs.strategy
     device = settings.torch_device
-    train = Split(inputs.train, inputs.preprocessing, device, settings.num_workers)
-    validation = (Split(inputs.validation, inputs.preprocessing, device, settings.num_workers)
+    dtype = inputs.input_dtype
+    train = Split(inputs.train, inputs.preprocessing, device, settings.num_workers, dtype=dtype)
+    validation = (Split(inputs.validation, inputs.preprocessing, device, settings.num_workers, dtype=dtype)
                   if inputs.validation is not None else None)
     samples = len(strategy.shard(torch.arange(len(inputs.train))))
     plan = BatchPlan(samples, settings.batch_size, settings.accumulate, settings.drop_last)
@@ -214,7 +226,8 @@ def _test_once(inputs: _Inputs, parts: Trainables) -> tuple[dict[str, float] | N
     if inputs.test is None:
         return None, None
     settings = inputs.settings
-    split = Split(inputs.test, inputs.preprocessing, settings.torch_device, settings.num_workers)
+    split = Split(inputs.test, inputs.preprocessing, settings.torch_device, settings.num_workers,
+                  dtype=inputs.input_dtype)
     return evaluate_split(parts.model, split, parts.loss_fn, metrics=settings.metrics, num_classes=inputs.num_classes,
                           final_activation=parts.final_activation, autocast=settings.autocast_dtype,
                           mode_policies=parts.mode_policies)

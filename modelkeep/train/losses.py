@@ -47,7 +47,13 @@ def categorical_crossentropy(final_activation: str | None, *, label_smoothing: f
             return -(target * log_probs).sum(dim=-1).mean()
 
         return from_probabilities
-    return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+    def from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.ndim == 3 and not target.is_floating_point() and target.ndim == 2:  # (B, T, V) per token
+            logits, target = logits.flatten(0, 1), target.flatten()
+        return F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+    return from_logits
 
 
 @LOSSES.register("binary_crossentropy", aliases=("bce", "binary_cross_entropy"))

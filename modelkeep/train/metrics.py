@@ -6,6 +6,13 @@ the metrics are computed from those once, at the end of the split. So accuracy,
 precision, recall, F1 (macro and per class), RMSE, MAE and R² are exactly what
 scikit-learn computes on the same predictions (zero division counts as 0, as
 scikit-learn's default does).
+
+Averages are named for what they are, following scikit-learn's defaults:
+``precision``, ``recall`` and ``f1`` of a two-class task are those of the
+positive class (the second label, class index 1: scikit-learn's
+``average="binary"``); with more classes they are the macro averages.
+``precision_macro``, ``recall_macro`` and ``f1_macro`` are always the macro
+averages (the unweighted mean over the classes present).
 """
 from __future__ import annotations
 
@@ -16,9 +23,12 @@ import torch
 
 from ..errors import ConfigError
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro", "f1_macro")
 REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")
 DEFAULT_METRICS = {"classification": ("accuracy", "f1"), "regression": ("rmse", "mae", "r2")}
+# Above this many classes (a language model's vocabulary: 50,257 for GPT-2) no K×K confusion matrix is
+# kept — it would take K² counters — but per-class counts (O(K)) give the same accuracy, precision, recall, F1.
+MAX_CONFUSION_CLASSES = 1024
 # Metrics where a smaller value is better (for early stopping and plateau schedules in "auto" mode).
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
 
@@ -29,7 +39,7 @@ def check_metric_names(names: Sequence[str] | None, task: str) -> tuple[str, ...
     known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     result = []
     for name in names:
-        folded = str(name).lower().replace("f1_macro", "f1").replace("r_squared", "r2")
+        folded = str(name).lower().replace("r_squared", "r2")
         if folded not in known:
             raise ConfigError(f"unknown {task} metric {name!r}; choose from {', '.join(known)}")
         result.append(folded)
@@ -63,11 +73,18 @@ class MetricAccumulator:
         if self.task == "classification":
             if self.num_classes is None:
                 self.num_classes = 2 if output.ndim == 1 or output.shape[-1] == 1 else int(output.shape[-1])
+            k = self.num_classes
+            one_hot = target.is_floating_point() and target.ndim == 2
+            truth = target.argmax(dim=-1) if one_hot else target.reshape(-1).long()
+            predicted = predicted_classes(output, self.final_activation).reshape(-1)  # (B,) or (B*T,) per token
+            if k > MAX_CONFUSION_CLASSES:  # rows: true positives, predicted, actual (per class)
+                counts = torch.stack([torch.bincount(truth[truth == predicted], minlength=k),
+                                      torch.bincount(predicted, minlength=k), torch.bincount(truth, minlength=k)])
+                self.confusion = counts if self.confusion is None else self.confusion + counts
+                return
             if self.confusion is None:
-                self.confusion = torch.zeros(self.num_classes * self.num_classes, dtype=torch.int64, device=output.device)
-            truth = target.argmax(dim=-1) if target.is_floating_point() and target.ndim == 2 else target.reshape(-1).long()
-            predicted = predicted_classes(output, self.final_activation)
-            self.confusion += torch.bincount(truth * self.num_classes + predicted, minlength=self.num_classes ** 2)
+                self.confusion = torch.zeros(k * k, dtype=torch.int64, device=output.device)
+            self.confusion += torch.bincount(truth * k + predicted, minlength=k ** 2)
         else:
             y = target.reshape(len(target), -1).double()
             error = output.reshape(y.shape).double() - y
@@ -83,6 +100,10 @@ class MetricAccumulator:
         """Every metric, with per-class values and the confusion matrix for classification."""
         if self.task == "classification":
             k = self.num_classes or 0
+            if k > MAX_CONFUSION_CLASSES:
+                counts = (self.confusion.cpu().numpy() if self.confusion is not None
+                          else np.zeros((3, k), dtype=np.int64))
+                return classification_report_from_counts(*counts)
             matrix = (self.confusion.cpu().numpy().reshape(k, k) if self.confusion is not None
                       else np.zeros((k, k), dtype=np.int64))
             return classification_report_from_confusion(matrix)
@@ -96,26 +117,40 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def classification_report_from_confusion(matrix: np.ndarray) -> dict[str, Any]:
-    """Accuracy, macro and per-class precision/recall/F1 from a confusion matrix (rows true, columns predicted)."""
+    """Accuracy, and precision/recall/F1 per class, macro-averaged (``*_macro``) and as scikit-learn's
+    default names them (positive class for two classes, macro otherwise) from a confusion matrix
+    (rows true, columns predicted)."""
     matrix = np.asarray(matrix, dtype=np.int64)
-    true_positive = np.diag(matrix).astype(np.float64)
-    predicted = matrix.sum(axis=0).astype(np.float64)
-    actual = matrix.sum(axis=1).astype(np.float64)
+    report = classification_report_from_counts(np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1))
+    report["confusion_matrix"] = matrix.tolist()
+    return report
+
+
+def classification_report_from_counts(true_positive: np.ndarray, predicted: np.ndarray,
+                                      actual: np.ndarray) -> dict[str, Any]:
+    """The report of ``classification_report_from_confusion`` from per-class counts (no confusion matrix):
+    true positives, predictions and true samples of each class."""
+    true_positive = np.asarray(true_positive).astype(np.float64)
+    predicted = np.asarray(predicted).astype(np.float64)
+    actual = np.asarray(actual).astype(np.float64)
     precision = _safe_divide(true_positive, predicted)
     recall = _safe_divide(true_positive, actual)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
     # scikit-learn's macro average runs over the classes present in either the truth or the predictions.
     present = (predicted + actual) > 0
-    total = matrix.sum()
+    total = actual.sum()
 
     def macro(values: np.ndarray) -> float:
         return float(values[present].mean()) if present.any() else 0.0
 
+    averaged = {"precision": macro(precision), "recall": macro(recall), "f1": macro(f1)}
+    positive = ({"precision": float(precision[1]), "recall": float(recall[1]), "f1": float(f1[1])}
+                if len(actual) == 2 else averaged)
     return {
         "accuracy": float(true_positive.sum() / total) if total else float("nan"),
-        "precision": macro(precision), "recall": macro(recall), "f1": macro(f1),
+        **positive, **{f"{name}_macro": value for name, value in averaged.items()},
         "precision_per_class": precision.tolist(), "recall_per_class": recall.tolist(), "f1_per_class": f1.tolist(),
-        "support": actual.astype(np.int64).tolist(), "confusion_matrix": matrix.tolist(),
+        "support": actual.astype(np.int64).tolist(),
     }
 
 

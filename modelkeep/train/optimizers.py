@@ -74,5 +74,16 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter] | Iterabl
         raise ConfigError("the model has no trainable parameters (all are frozen)")
     try:
         return factory(params, lr=learning_rate, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"optimizer {name!r} does not accept options {options}: {exc}") from None
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"optimizer {name!r} refuses the options {_shortened(options)}: {exc or type(exc).__name__}"
+                          f" (see torch.optim.{_class_name(factory, name)} for what each option takes, e.g. "
+                          "betas: [0.9, 0.999])") from None
+
+
+def _class_name(factory: Any, name: str) -> str:
+    return getattr(factory, "__name__", None) or getattr(getattr(factory, "func", None), "__name__", name)
+
+
+def _shortened(options: Mapping[str, Any], limit: int = 120) -> str:
+    text = repr(dict(options))
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -120,3 +120,11 @@ def make_progress(mode: str | bool | None = "auto") -> Progress:
     from ..errors import ConfigError
 
     raise ConfigError(f"progress must be 'auto', 'bar', 'lines' or 'quiet', got {mode!r}")
+
+
+def describe_position(epoch: int, batch: int, step: int) -> str:
+    """A loop position in the words progress output uses (epochs counted from 1): ``epoch`` is the
+    number of epochs completed, ``batch`` the batches done in the next one."""
+    if batch == 0:
+        return f"the end of epoch {epoch} (step {step})" if epoch else f"the start of epoch 1 (step {step})"
+    return f"epoch {epoch + 1}, after batch {batch} (step {step})"

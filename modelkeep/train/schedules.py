@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._registry import Registry
+from .._overrides import shorten_value
 from ..errors import ConfigError
 from .metrics import LOWER_IS_BETTER
 
@@ -217,7 +218,7 @@ def make_schedule(config: Any) -> Schedule | None:
     if isinstance(config, str):
         config = {"type": config}
     if not isinstance(config, dict) or "type" not in config:
-        raise ConfigError(f"schedule must be a name or an object with a 'type', got {config!r}")
+        raise ConfigError(f"schedule must be a name or an object with a 'type', got {shorten_value(config)}")
     cls = SCHEDULES.get(config["type"])
     options = {k: v for k, v in config.items() if k != "type"}
     try:

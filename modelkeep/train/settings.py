@@ -30,6 +30,7 @@ import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
 
+from .._overrides import shorten_value
 from ..errors import ConfigError
 
 __all__ = ["FitSettings", "Option", "fit_signature", "option", "yaml_defaults", "yaml_keys"]
@@ -63,7 +64,7 @@ def option(default: Any = None, *, recorded: str | None = ALWAYS, fingerprint: b
            fingerprint_as: Callable[[Any], Any] | None = None) -> Any:
     """A ``FitSettings`` field; ``fingerprint`` defaults to whether the option is recorded."""
     if recorded not in (ALWAYS, IF_SET, None):
-        raise ConfigError(f"recorded must be 'always', 'if_set' or None, got {recorded!r}")
+        raise ConfigError(f"recorded must be 'always', 'if_set' or None, got {shorten_value(recorded)}")
     meta = Option(recorded, recorded is not None if fingerprint is None else fingerprint, yaml, record_as,
                   fingerprint_as)
     return field(default=default, metadata={"option": meta})
@@ -263,7 +264,7 @@ def _group_rule(rule: Any) -> Any:
     if isinstance(rule, GroupRule):
         return rule
     if not isinstance(rule, Mapping):
-        raise ConfigError(f"param_groups holds GroupRules or mappings of their fields, got {rule!r}")
+        raise ConfigError(f"param_groups holds GroupRules or mappings of their fields, got {shorten_value(rule)}")
     try:
         return GroupRule(**rule)
     except TypeError as exc:
@@ -293,33 +294,36 @@ def _check(settings: FitSettings) -> None:
     from .schedules import make_schedule
 
     if not _positive_int(settings.epochs):
-        raise ConfigError(f"epochs must be a positive integer, got {settings.epochs!r}")
+        raise ConfigError(f"epochs must be a positive integer, got {shorten_value(settings.epochs)}")
     if not _positive_int(settings.accumulate):
-        raise ConfigError(f"accumulate must be a positive integer, got {settings.accumulate!r}")
+        raise ConfigError(f"accumulate must be a positive integer, got {shorten_value(settings.accumulate)}")
     if settings.validate_every is not None and not _positive_int(settings.validate_every):
-        raise ConfigError(f"validate_every must be a positive number of steps, got {settings.validate_every!r}")
+        raise ConfigError(f"validate_every must be a positive number of steps, got {shorten_value(settings.validate_every)}")
     _resolve_batch_size(settings.batch_size, 1)  # the form only; the size needs the data
     if settings.precision != "auto":
         _canonical_precision(settings.precision)
     rate = settings.learning_rate
     if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0):
-        raise ConfigError(f"learning_rate must be a positive number, got {rate!r}")
+        raise ConfigError(f"learning_rate must be a positive number, got {shorten_value(rate)}")
     make_loss(settings.loss, None, **(settings.loss_options or {}))  # the name and its options
     OPTIMIZERS.get(settings.optimizer)
     make_schedule(settings.schedule)
     make_early_stopping(settings.early_stopping)
     _check_protocols(settings)
     if not isinstance(settings.num_workers, int) or settings.num_workers < 0:
-        raise ConfigError(f"num_workers must be a whole number (0 or more), got {settings.num_workers!r}")
+        raise ConfigError(f"num_workers must be a whole number (0 or more), got {shorten_value(settings.num_workers)}")
 
 
 def _resolve_batch_size(batch_size: Any, n: int) -> int:
-    if batch_size in ("full", "full_batch", "all", 0, None):
+    if batch_size is None or isinstance(batch_size, str) and batch_size in ("full", "full_batch", "all"):
         return max(n, 1)
+    if batch_size == 0 and not isinstance(batch_size, bool):
+        raise ConfigError("batch_size 0 is not a batch size; give a positive integer, or 'full' for "
+                          "full-batch gradient descent")
     if isinstance(batch_size, str) and batch_size in ("sample", "per_sample", "sgd"):
         return 1
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, 'full' or 'sample', got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer, 'full' or 'sample', got {shorten_value(batch_size)}")
     return batch_size
 
 
@@ -327,7 +331,7 @@ def _canonical_precision(precision: Any) -> str:
     for name, spellings in _PRECISIONS.items():
         if precision in spellings:
             return name
-    raise ConfigError(f"precision must be 'auto', '32', 'bf16' or '16', got {precision!r}")
+    raise ConfigError(f"precision must be 'auto', '32', 'bf16' or '16', got {shorten_value(precision)}")
 
 
 def _resolve_precision(precision: Any, device: Any) -> str:

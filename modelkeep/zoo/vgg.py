@@ -30,6 +30,8 @@ class VGGConfig:
     num_classes: int = Field(default=1000, gt=0)
     input_shape: tuple[int, int, int] = (3, 224, 224)
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    width: int = Field(default=64, gt=0)      # filters of the first stage; the others scale with it
+    hidden: int = Field(default=4096, gt=0)   # units of the two hidden Dense layers
 
 
 def vgg(cfg: VGGConfig) -> dict[str, Any]:
@@ -40,20 +42,21 @@ def vgg(cfg: VGGConfig) -> dict[str, Any]:
             layers.append({"kind": "MaxPool2D", "name": f"features_{index}", "pool_size": 2})  # (C, H/2, W/2)
             index += 1
         else:
-            layers.append({"kind": "Conv2D", "name": f"features_{index}", "filters": item, "kernel_size": 3,
+            filters = int(item) * cfg.width // 64
+            layers.append({"kind": "Conv2D", "name": f"features_{index}", "filters": filters, "kernel_size": 3,
                            "padding": 1, "kernel_initializer": CONV_INIT, "bias_initializer": "zeros"})
-            layers.append({"kind": "ReLU", "name": f"features_{index + 1}"})                    # (item, H, W)
+            layers.append({"kind": "ReLU", "name": f"features_{index + 1}"})                    # (filters, H, W)
             index += 2
     dense = {"kernel_initializer": DENSE_INIT, "bias_initializer": "zeros"}
     layers += [
         {"kind": "AdaptiveAvgPool2D", "name": "avgpool", "output_size": 7},                     # (512, 7, 7)
         {"kind": "Flatten", "name": "flatten"},                                                  # (25088,)
-        {"kind": "Dense", "name": "classifier_0", "units": 4096, **dense},
+        {"kind": "Dense", "name": "classifier_0", "units": cfg.hidden, **dense},
         {"kind": "ReLU", "name": "classifier_1"},
-        {"kind": "Dropout", "name": "classifier_2", "rate": cfg.dropout},                       # (4096,)
-        {"kind": "Dense", "name": "classifier_3", "units": 4096, **dense},
+        {"kind": "Dropout", "name": "classifier_2", "rate": cfg.dropout},                       # (hidden,)
+        {"kind": "Dense", "name": "classifier_3", "units": cfg.hidden, **dense},
         {"kind": "ReLU", "name": "classifier_4"},
-        {"kind": "Dropout", "name": "classifier_5", "rate": cfg.dropout},                       # (4096,)
+        {"kind": "Dropout", "name": "classifier_5", "rate": cfg.dropout},                       # (hidden,)
         {"kind": "Dense", "name": "classifier_6", "units": cfg.num_classes, **dense},           # (num_classes,)
     ]
     return {"name": f"vgg{cfg.depth}", "layers": layers, "head": "classifier_6"}

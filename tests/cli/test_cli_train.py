@@ -97,3 +97,86 @@ def test_missing_config_file_exits_2(capsys, tmp_path):
 def test_shape_mismatch_is_explained(tmp_path, capsys):
     assert main(["train", str(EXAMPLES / "digits_mlp.yaml"), "--run-dir", str(tmp_path), "--set", "data=iris"]) == 2
     assert "expects samples of shape [1, 8, 8]" in _one_line_error(capsys)
+
+
+IRIS = {"model": {"layers": [{"kind": "Input", "shape": [4]}, {"kind": "Dense", "units": 8, "activation": "relu"},
+                             {"kind": "Dense", "name": "out", "units": 3}]},
+        "data": "iris", "epochs": 1, "checkpoint": False}
+
+
+def _config(tmp_path, **changes) -> str:
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**IRIS, **changes}))
+    return str(path)
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    # issue 10 #3: cross-entropy on a regression target trained nothing and exited 0
+    (str(EXAMPLES / "diabetes_regression.yaml"), ["loss=categorical_crossentropy"],
+     "loss 'categorical_crossentropy' is for classes, but the targets of 'diabetes/train' are real values"),
+    ("iris", ["loss=binary_crossentropy"], "'binary_crossentropy' is for two classes but 'iris/train' has 3 classes"),
+    ("iris", ["optimizer={type: adam, betas: [0.9]}"], "optimizer 'adam' refuses the options {'betas': [0.9]}"),
+    ("iris", ["batch_size=0"], "batch_size 0 is not a batch size"),
+    # issue 10 #20: a name is a name, not a path
+    ("iris", ["name=../../elsewhere"], "name '../../elsewhere' is not a plain name"),
+    ("iris", ["name=/tmp/elsewhere"], "name '/tmp/elsewhere' is not a plain name"),
+], ids=["cce-on-regression", "bce-on-3-classes", "adam-betas", "batch-size-0", "name-dotdot", "name-absolute"])
+def test_mismatched_config_exits_2_with_one_line_before_training(tmp_path, capsys, config, overrides, message):
+    config = _config(tmp_path) if config == "iris" else config
+    command = ["train", config, "--run-dir", str(tmp_path / "run"), "--quiet"]
+    assert main([*command, *(item for o in overrides for item in ("--set", o))]) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_two_output_units_for_three_classes_exits_2(tmp_path, capsys):
+    layers = [*IRIS["model"]["layers"][:2], {"kind": "Dense", "name": "out", "units": 2}]
+    assert main(["train", _config(tmp_path, model={"layers": layers}), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "the model has 2 output units but 'iris/train' has 3 classes" in _one_line_error(capsys)
+
+
+def test_a_name_without_run_dir_stays_inside_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", _config(tmp_path, name="../escaped"), "--quiet"]) == 2
+    assert "not a plain name" in _one_line_error(capsys)
+    assert not (tmp_path.parent / "escaped").exists()
+    assert main(["train", _config(tmp_path, name="fine"), "--quiet"]) == 0
+    assert (tmp_path / "runs" / "fine" / "model.safetensors").is_file()
+
+
+def test_a_config_nested_5000_deep_exits_2(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert main(["train", str(path)]) == 2
+    assert "nests lists or mappings deeper than 32 levels" in _one_line_error(capsys)
+
+
+def test_a_folder_given_as_config_is_named_a_folder(tmp_path, capsys):
+    assert main(["train", str(tmp_path)]) == 2
+    assert "is a folder, not a config file" in _one_line_error(capsys)
+
+
+def test_an_unusable_run_dir_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["train", _config(tmp_path, epochs=50), "--run-dir", str(blocker / "run"), "--quiet"]) == 2
+    assert "cannot create the run folder" in _one_line_error(capsys)
+    assert main(["train", _config(tmp_path, epochs=50), "--run-dir", str(blocker), "--quiet"]) == 2
+    assert "is a file" in _one_line_error(capsys)
+
+
+def test_an_unwritable_run_dir_fails_before_training(tmp_path, capsys, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).endswith("locked")
+                        else real(path, mode, **kw))
+    (tmp_path / "locked").mkdir()
+    started = []
+    import sys
+
+    monkeypatch.setattr(sys.modules["modelkeep.train.fit"], "fit", lambda *a, **k: started.append(1))
+    assert main(["train", _config(tmp_path), "--run-dir", str(tmp_path / "locked"), "--quiet"]) == 2
+    assert "is not writable" in _one_line_error(capsys) and not started

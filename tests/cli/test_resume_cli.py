@@ -83,10 +83,10 @@ def assert_same(run_dir: Path, reference) -> None:
 
 
 @pytest.mark.parametrize("hook, at, every, resumes_at", [
-    ("on_step_end", 10, 4, "(epoch 0, batch 8, step 8)"),                   # mid-epoch
+    ("on_step_end", 10, 4, "at epoch 1, after batch 8 (step 8)"),          # mid-epoch
     # inside the epoch boundary: the last batch is checkpointed, the end-of-epoch work is not
-    ("on_epoch_end", 1, 1, f"(epoch 0, batch {STEPS}, step {STEPS})"),
-    ("on_step_end", STEPS + 2, 1000, f"(epoch 1, batch 0, step {STEPS})"),  # just after it
+    ("on_epoch_end", 1, 1, f"at epoch 1, after batch {STEPS} (step {STEPS})"),
+    ("on_step_end", STEPS + 2, 1000, f"at the end of epoch 1 (step {STEPS})"),  # just after it
 ], ids=["mid-epoch", "inside-boundary", "after-boundary"])
 def test_interrupted_train_run_again_resumes_and_ends_identical(tmp_path, config, reference, monkeypatch, capsys,
                                                                 hook, at, every, resumes_at):
@@ -146,7 +146,8 @@ def test_sigterm_saves_exits_cleanly_and_prints_the_command_that_resumes(tmp_pat
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     # The first epoch's checkpoint shows training is under way; the signal then lands inside a later epoch.
     deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoints").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not any((run_dir / "checkpoints").glob("checkpoint-*.safetensors")) and process.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.002)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)

@@ -113,9 +113,9 @@ def test_test_split_is_evaluated_exactly_once_and_after_training(iris, monkeypat
     built = []
     original_split = fit_module.Split
 
-    def tracking_split(dataset, *args):
+    def tracking_split(dataset, *args, **kwargs):
         built.append(dataset.name)
-        return original_split(dataset, *args)
+        return original_split(dataset, *args, **kwargs)
 
     monkeypatch.setattr(fit_module, "Split", tracking_split)
     result = fit(build(IRIS_MLP, seed=0), iris.train, iris.validation, iris.test, epochs=3, batch_size=16,

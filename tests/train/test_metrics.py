@@ -71,8 +71,8 @@ def test_binary_single_output_metrics_match_scikit_learn():
     logits = rng.normal(size=(100, 1))
     pred = (logits[:, 0] > 0).astype(int)
     report = compute_metrics(y, logits, "classification", num_classes=2)
-    for name, value in _sk_classification(y, pred).items():
-        assert report[name] == pytest.approx(value, abs=1e-12), name
+    for name, value in _sk_classification(y, pred).items():  # the macro averages, under their own names
+        assert report[name if name == "accuracy" else f"{name}_macro"] == pytest.approx(value, abs=1e-12), name
 
 
 def test_regression_metrics_match_scikit_learn_over_batches():
@@ -96,3 +96,49 @@ def test_multi_output_r2_is_the_uniform_average():
     report = compute_metrics(y, out, "regression")
     assert report["r2"] == pytest.approx(sk.r2_score(y, out), rel=1e-9)
     assert report["mse"] == pytest.approx(sk.mean_squared_error(y, out), rel=1e-9)
+
+
+def test_binary_precision_recall_f1_are_the_positive_class_as_in_scikit_learn():
+    """Issue 10 #6: a two-class f1 was the macro average under the name f1; now it is scikit-learn's default
+    (the positive class), and the macro averages carry their own names."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    logit = rng.normal(size=300) + (y - 0.3)
+    report = compute_metrics(y, logit[:, None], "classification", num_classes=2)
+    pred = (logit > 0).astype(int)
+    for name, score in (("precision", sk.precision_score), ("recall", sk.recall_score), ("f1", sk.f1_score)):
+        assert report[name] == pytest.approx(score(y, pred, zero_division=0), abs=1e-12), name
+        assert report[f"{name}_macro"] == pytest.approx(score(y, pred, average="macro", zero_division=0),
+                                                        abs=1e-12), name
+    assert report["f1"] != pytest.approx(report["f1_macro"])
+
+
+def test_macro_names_are_metric_names_and_equal_f1_for_several_classes(wine_model):
+    splits, result = wine_model
+    scores = evaluate(result.model, splits.test, preprocessing=result.preprocessing,
+                      metrics=["f1", "f1_macro", "precision_macro"])
+    assert scores["f1"] == scores["f1_macro"] and "precision_macro" in scores
+
+
+def test_many_classes_keep_per_class_counts_not_a_k_by_k_matrix():
+    """A language model's vocabulary (GPT-2: 50,257 classes) would need K² counters (20 GB); per-class counts give
+    the same metrics. Checked against the matrix path at a small size by lowering the limit."""
+    import modelkeep.train.metrics as metrics_module
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 40, 500)
+    logits = rng.normal(size=(500, 40)) + np.eye(40)[y] * 1.5
+    with_matrix = compute_metrics(y, logits, "classification", num_classes=40)
+    limit = metrics_module.MAX_CONFUSION_CLASSES
+    metrics_module.MAX_CONFUSION_CLASSES = 10
+    try:
+        accumulator = MetricAccumulator("classification", num_classes=40)
+        accumulator.update(torch.as_tensor(logits), torch.as_tensor(y))
+        assert accumulator.confusion.shape == (3, 40)
+        counted = accumulator.report()
+    finally:
+        metrics_module.MAX_CONFUSION_CLASSES = limit
+    assert "confusion_matrix" not in counted
+    for name in ("accuracy", "precision", "recall", "f1", "f1_macro"):
+        assert counted[name] == pytest.approx(with_matrix[name], abs=1e-12), name
+    assert counted["f1_per_class"] == pytest.approx(with_matrix["f1_per_class"])

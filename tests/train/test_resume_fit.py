@@ -205,6 +205,7 @@ def test_sigterm_saves_at_the_next_step_and_says_how_to_resume(tmp_path, digits_
     assert stop.signal == "SIGTERM" and stop.exit_code == 128 + signal.SIGTERM
     assert stop.checkpoint == "checkpoint-000000007.safetensors" and (tmp_path / stop.checkpoint).is_file()
     assert "resume" in str(stop) and "Resume with: modelkeep train x.yaml" in stop.resume_message("modelkeep train x.yaml")
+    assert "at epoch 1, after batch 7 (step 7)" in str(stop)  # counted from 1, as progress counts (was "epoch 0")
     resumed = train(digits_splits, settings, crash=Terminate())  # step 7 is behind it now
     assert resumed.resumed_from == stop.checkpoint
     assert same(weights(resumed), reference[0])
