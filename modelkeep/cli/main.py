@@ -3,18 +3,23 @@
 Each sub-command lives in its own module under ``modelkeep.cli`` with an
 ``add_parser(subparsers)`` function that registers it and sets ``handler``.
 Handlers call the same public functions a Python user would; they hold no
-logic of their own. Any ``ModelkeepError`` becomes one line on stderr and exit
-status 2 (``--debug`` shows the traceback instead). Torch is imported only by
+logic of their own. Any error becomes one line on stderr (its control characters
+escaped) and exit status 2 — a ``ModelkeepError`` in its own words, a refusal of
+the system naming the file the user gave, anything unexpected by its type — and
+``--debug`` shows the traceback instead. Torch is imported only by
 the commands that need it, so ``modelkeep --help`` starts fast.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from ..errors import ModelkeepError
+from ._output import printable
 
 # Order is the order of `modelkeep --help`: the life of a model.
 COMMAND_MODULES = [
@@ -33,6 +38,7 @@ COMMAND_MODULES = [
 ]
 
 EXIT_USER_ERROR = 2
+EXPECTED_ERRORS = (ModelkeepError, OSError, MemoryError, RecursionError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,24 +57,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, report_unexpected: bool = False) -> int:
+    """Run one command; its status. Errors a user can meet (``ModelkeepError``, what the system refused, memory
+    or nesting exhausted) become one line and status 2. Any other exception is a bug, or an input nobody
+    checks yet: the console script (``report_unexpected=True``) says so in one line with status 2; a caller
+    in Python (a test) gets the exception."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with _literal_warnings():
+            return int(args.handler(args) or 0)
     except BrokenPipeError:
         return _broken_pipe()
-    except (ModelkeepError, OSError) as exc:
-        # OSError covers what the system refused: permission denied, a folder given as a file, a full disk.
-        if args.debug:
-            raise
-        message = " ".join(str(exc).split())  # one line, whatever the message holds
-        print(f"modelkeep: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("modelkeep: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI rule: one line and status 2, never a traceback
+        if args.debug or not (report_unexpected or isinstance(exc, EXPECTED_ERRORS)):
+            raise
+        print(f"modelkeep: error: {printable(' '.join(error_message(exc).split()))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def error_message(exc: BaseException) -> str:
+    """What went wrong, for a person: a ``ModelkeepError`` says it itself; the rest is described here."""
+    if isinstance(exc, ModelkeepError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return _system_error(exc)
+    if isinstance(exc, MemoryError):
+        return (f"out of memory ({exc or 'an allocation failed'}): the input or the model is larger than this "
+                "machine can hold; use a smaller input or batch")
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to read (maximum recursion depth exceeded); flatten it"
+    return (f"unexpected {type(exc).__name__}: {exc}. modelkeep did not check this input as it should; rerun "
+            "with --debug for the traceback and report it")
+
+
+def _system_error(exc: OSError) -> str:
+    """A refusal of the system (permission denied, a folder given as a file, a full disk), naming the file
+    the user asked for rather than the temporary name an atomic write was using."""
+    import errno
+
+    from ..io.atomic import TEMP_MARKER
+
+    hints = {errno.EACCES: "check the folder's permissions or choose another place",
+             errno.EPERM: "check the folder's permissions or choose another place",
+             errno.EROFS: "the file system is read-only; choose another place",
+             errno.ENOSPC: "the disk is full; free some space or choose another place",
+             errno.EISDIR: "it is a folder; give a file name",
+             errno.ENOTDIR: "a part of the path is a file, not a folder"}
+    reason = exc.strerror or str(exc)
+    hint = f"; {hints[exc.errno]}" if exc.errno in hints else ""
+    if exc.filename is None:
+        return reason + hint
+    path = str(exc.filename)
+    writing = TEMP_MARKER in path
+    if writing:  # ".model.safetensors.modelkeep-tmp-123-ab12" is how model.safetensors is written
+        folder, _, name = path.rpartition("/")
+        path = f"{folder}/" * bool(folder) + name.removeprefix(".").split(TEMP_MARKER)[0]
+    return f"{'cannot write' if writing else 'cannot use'} {path!r}: {reason}{hint}"
+
+
+@contextlib.contextmanager
+def _literal_warnings():
+    """Warnings quote files too: print them with their control characters escaped."""
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = lambda *parts, **options: printable(format_warning(*parts, **options),
+                                                                   keep_newlines=True)
+    try:
+        yield
+    finally:
+        warnings.formatwarning = format_warning
 
 
 def _broken_pipe() -> int:
@@ -80,5 +141,5 @@ def _broken_pipe() -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (and ``python -m modelkeep``): never a traceback without ``--debug``."""
+    sys.exit(main(report_unexpected=True))

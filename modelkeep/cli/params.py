@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import SpecError
-from ._output import console, print_json
+from ._output import console, literal, print_json
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -93,13 +93,13 @@ def print_report(report, title: str | None = None) -> None:
     out = console()
     if not out.is_terminal:
         out.width = max(out.width, 160)  # piped output: keep formulas on one line
-    grid = Table(title=title, title_justify="left")
+    grid = Table(title=None if title is None else literal(title), title_justify="left")  # a spec file's name
     for column in ("layer", "kind", "output shape", "parameters", "trainable", "buffers", "formula"):
         numeric = column in ("parameters", "buffers")
         grid.add_column(column, justify="right" if numeric else "left", no_wrap=column != "formula",
                         overflow="fold")
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(literal(cell) for cell in row))
     out.print(grid)
     out.print(
         f"total {report.total:,} parameters ({report.trainable:,} trainable, {report.non_trainable:,} frozen), "

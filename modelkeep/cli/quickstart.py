@@ -21,7 +21,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..quickstart import run_quickstart
 
     out = console()
-    out.print("[bold]modelkeep quickstart[/]: a small CNN on scikit-learn's 8x8 digits (1,797 images)")
+    out.print("[bold]modelkeep quickstart[/]: a small CNN on scikit-learn's 8x8 digits (1,797 images)", markup=True)
     report = run_quickstart(args.out, epochs=args.epochs, seed=args.seed, progress=False if args.quiet else "auto",
                             resume=not args.restart)
     if report.resumed_from:

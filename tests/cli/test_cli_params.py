@@ -103,3 +103,12 @@ def test_zoo_list_and_show(capsys):
     assert spec["layers"][-1] == {"kind": "Dense", "name": "output", "units": 3}
     _, out, _ = run(capsys, "zoo", "show", "mlp", "--yaml")
     assert out.startswith("format_version: 1\nname: mlp\n")
+
+
+def test_a_spec_file_name_is_printed_literally(capsys, tmp_path):
+    spec = tmp_path / "hostile.json"
+    spec.write_text(json.dumps({"name": "[red]x\x1b]0;owned\x07",
+                                "layers": [{"kind": "Input", "shape": [4]}, {"kind": "Dense", "units": 3}]}))
+    status, out, _ = run(capsys, "params", str(spec))
+    assert status == 0 and "\x1b" not in out and "\x07" not in out
+    assert "[red]x\\x1b]0;owned\\x07" in out
