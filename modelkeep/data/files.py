@@ -24,8 +24,8 @@ from ..errors import DataError
 from .dataset import Dataset
 from .images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
 from .limits import ReaderLimits, bounded_lines, check_elements, count, open_binary, require_file, resolve_limits, shorten
-from .npy import read_array, read_npz
-from .targets import encode_targets
+from .npy import TEXT_KINDS, read_array, read_npz
+from .targets import encode_targets, sequence_targets
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "read_array", "read_csv", "read_image_folder", "read_numpy"]
 
@@ -191,6 +191,16 @@ def read_csv(
     return Dataset(name or path.stem.split(".")[0], x, y, found_labels, task_found)
 
 
+def _per_position(x: np.ndarray, y: np.ndarray, task: str) -> bool:
+    """Targets of shape (N, T), T > 1, are classes per position when the task says classification, or with
+    ``task="auto"`` when they are integers shaped like integer inputs (token ids and next-token ids)."""
+    if y.ndim < 2 or y.shape[1] == 1 or y.dtype.kind in TEXT_KINDS:
+        return False
+    if task == "classification":
+        return True
+    return task == "auto" and y.ndim == 2 and y.dtype.kind in "iu" and x.dtype.kind in "iu" and x.shape == y.shape
+
+
 def read_numpy(
     path: str | Path,
     *,
@@ -208,6 +218,8 @@ def read_numpy(
     ``labels``), or ``x_key``/``y_key``. ``.npy``: the features, with ``targets`` the
     path of a second ``.npy``; without it, the last column of a 2-D array is the target.
     ``labels`` name the classes: matched by name to text targets, else one for one in sorted order.
+    Integer targets of shape ``(N, T)`` are a class per position (token ids; with ``task="auto"`` when
+    the inputs are integers of the same shape): kept as class indices, bounded by ``labels`` when given.
     """
     limits = resolve_limits(limits)
     path = Path(path)
@@ -225,6 +237,12 @@ def read_numpy(
             raise DataError(f"{path}: a .npy file needs 'targets' (a second .npy) unless it is a 2-D table")
     if len(x) != len(y_raw):
         raise DataError(f"{path}: {len(x)} samples but {len(y_raw)} targets")
+    if _per_position(x, y_raw, task):  # (N, T) class indices: a language model's next token at every position
+        y, found = sequence_targets(y_raw, path, labels=labels)
+        return Dataset(name or path.stem, np.ascontiguousarray(x, dtype=np.float32), y, found, "classification")
+    if task == "classification" and y_raw.ndim > 1 and any(d != 1 for d in y_raw.shape[2:]):
+        raise DataError(f"{path}: class targets must be one per sample (N,) or one per position (N, T), got shape "
+                        f"{shorten(list(y_raw.shape), 80)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if y_raw.ndim > 1 and task != "classification":
         if y_raw.dtype.kind not in "biuf":

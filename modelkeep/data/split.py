@@ -52,8 +52,8 @@ def split_dataset(
     if (len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions)
             or abs(sum(fractions) - 1.0) > 1e-6):
         raise DataError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if stratify is None:
-        stratify = dataset.task == "classification"
+    if stratify is None:  # one class per sample; per-position classes (N, T) are not stratified
+        stratify = dataset.task == "classification" and np.ndim(dataset.y) == 1
     n_train, n_validation, n_test = split_sizes(len(dataset), fractions)
     indices = np.arange(len(dataset))
     labels = dataset.y if stratify else None
@@ -91,7 +91,7 @@ def kfold_splits(dataset: Dataset, k: int = 5, *, seed: int = 0, stratify: bool 
     if k > len(dataset):
         raise DataError(f"cannot make {k} folds of {dataset.name!r}: it has only {len(dataset)} samples")
     if stratify is None:
-        stratify = dataset.task == "classification"
+        stratify = dataset.task == "classification" and np.ndim(dataset.y) == 1
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed)
     indices = np.arange(len(dataset))
     try:

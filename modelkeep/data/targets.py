@@ -8,6 +8,7 @@ classes never become a million Python strings.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -99,6 +100,54 @@ def match_labels(y: np.ndarray, found: tuple[str, ...], labels: Sequence[str], s
                     f"{shorten(labels, 200)}; name the classes (folders, target values) like the model's labels")
 
 
+def sequence_targets(y: np.ndarray, source: object, *, labels: Sequence[str] | None = None
+                     ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per-position class targets, shape ``(N, T)`` (a language model's next token at every position).
+
+    The values are class indices as they are (token ids), never renumbered by the values present:
+    ``labels`` (a model's class names) must cover every index; without them the classes are named
+    ``"0"`` to the largest index (``sequence_labels`` widens that to a model's vocabulary).
+    """
+    if y.ndim > 2 and all(d == 1 for d in y.shape[2:]):
+        y = y.reshape(y.shape[:2])
+    if y.ndim != 2:
+        raise DataError(f"{source}: class targets must be one per sample (N,) or one per position (N, T), got "
+                        f"shape {shorten(list(y.shape), 80)}")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{source}: per-position class targets must be integer class indices (token ids), got "
+                        f"dtype {shorten(str(y.dtype), 40)}; save them as integers, e.g. y.astype(np.int64)")
+    low, high = (int(y.min()), int(y.max())) if y.size else (0, -1)
+    names = tuple(str(i) for i in range(high + 1)) if labels is None else tuple(str(name) for name in labels)
+    if low < 0 or high >= len(names):
+        raise DataError(f"{source}: per-position class targets range from {low} to {high}, but the classes are "
+                        f"indices 0 to {len(names) - 1} ({len(names)} labels); re-encode the targets or give the "
+                        "model's labels")
+    return y.astype(np.int64), names
+
+
+def sequence_labels(dataset: Dataset, output_shape: Sequence[int], source: object) -> Dataset:
+    """``dataset`` with per-position targets checked against a model's sequence output ``(T, classes)``.
+
+    Target positions must match ``T``; labels inferred from the data (``"0"``..``"K-1"``, fewer
+    than the model's classes because not every token occurs) are widened to all ``classes``.
+    Any other dataset is returned as it is.
+    """
+    y = np.asarray(dataset.y)
+    if dataset.task != "classification" or y.ndim != 2 or len(output_shape) != 2:
+        return dataset
+    positions, classes = int(output_shape[0]), int(output_shape[1])
+    if y.shape[1] != positions:
+        raise DataError(f"{source}: the targets have {y.shape[1]} positions per sample but the model gives "
+                        f"{positions}; give one target per output position (shape (N, {positions}))")
+    labels = dataset.labels or ()
+    if len(labels) > classes:
+        raise DataError(f"{source}: the targets name {len(labels)} classes but the model gives {classes} per "
+                        "position; re-encode the targets or enlarge the model's output (vocabulary)")
+    if len(labels) < classes and labels == tuple(str(i) for i in range(len(labels))):
+        return replace(dataset, labels=tuple(str(i) for i in range(classes)))
+    return dataset
+
+
 def _as_numbers(x: Any, source: str) -> np.ndarray:
     array = np.asarray(x)
     if array.dtype.kind not in "biuf" or array.dtype.names is not None:
@@ -116,6 +165,8 @@ def dataset_from_arrays(x: Any, y: Any, *, name: str = "arrays", task: str = "au
     named by their values as text (``"0"``, ``"1"``, ...); float targets are regression values.
     Pass the training set's ``task`` and ``labels`` for its validation and test arrays, so the
     same class gets the same index. Features become float32, as in every ``Dataset``.
+    Integer targets of shape ``(N, T)`` are a class per position (see ``sequence_targets``) with
+    ``task="classification"``, or with ``"auto"`` when the features are integers of the same shape.
     """
     features = _as_numbers(x, name)
     targets = np.asarray(y)
@@ -127,6 +178,11 @@ def dataset_from_arrays(x: Any, y: Any, *, name: str = "arrays", task: str = "au
     if targets.ndim == 0 or len(targets) != len(features):
         got = "a single value" if targets.ndim == 0 else f"{len(targets)} targets"
         raise DataError(f"{name}: {len(features)} samples but {got}; give one target per sample")
+    if targets.ndim == 2 and targets.shape[1] > 1 and targets.dtype.kind in "iu" and (
+            task == "classification" or (task == "auto" and features.dtype.kind in "iu"
+                                         and features.shape == targets.shape)):
+        encoded, found_labels = sequence_targets(targets, name, labels=labels)  # a class per position (token ids)
+        return Dataset(name, np.ascontiguousarray(features, dtype=np.float32), encoded, found_labels, "classification")
     if task == "auto":
         if targets.dtype.kind == "f" or (targets.ndim > 1 and targets.shape[-1] > 1):
             task = "regression"

@@ -13,6 +13,13 @@ dataclass with ``to_dict``/``from_dict`` and one ``apply``:
   (0.5), and probabilities ``[1 - p, p]`` are reported for both classes.
 * ``identity``: regression; the values as they are.
 
+Sequence outputs: a network whose output has shape ``(N, T, V)`` (a language
+model's next-token logits at every position) is post-processed per position,
+over the LAST axis: ``softmax`` gives probabilities of shape ``(N, T, V)`` and
+``labels`` as one list of ``T`` class names per sample; ``sigmoid`` on
+``(N, T, 1)`` gives ``(N, T, 2)`` the same way. ``(N, V)`` outputs (and any
+other shape, flattened to ``(N, columns)`` as before) are unchanged.
+
 The label map (class index to name) is the manifest's ``labels`` section; a
 post-processor is built with it (``labels=``) and names its answers with it.
 ``postprocessor_for`` chooses the kind from the task, the loss, the output
@@ -43,16 +50,28 @@ _BINARY_LOSSES = frozenset({"binary_crossentropy", "bce", "binary_cross_entropy"
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predictions for a batch: class names and probabilities (classification) or values (regression)."""
+    """Predictions for a batch: class names and probabilities (classification) or values (regression).
 
-    probabilities: np.ndarray | None  # (N, classes)
-    labels: list[str] | None  # predicted class name per row
+    For a sequence output (``sequence`` is True) ``probabilities`` is ``(N, T, classes)`` and
+    ``labels[i]`` is the list of the ``T`` class names predicted at each position of sample ``i``.
+    """
+
+    probabilities: np.ndarray | None  # (N, classes), or (N, T, classes) for a sequence output
+    labels: list[str] | list[list[str]] | None  # predicted class name per row (per position of each row)
     values: np.ndarray | None = None  # regression outputs
     class_names: tuple[str, ...] = ()
 
+    @property
+    def sequence(self) -> bool:
+        return self.probabilities is not None and self.probabilities.ndim == 3
+
     def to_records(self, top: int = 3) -> list[dict[str, Any]]:
+        """One record per sample: ``label``, ``probability`` and the ``top`` classes; for a sequence output
+        ``labels`` and ``probabilities`` (one per position) and ``top`` per position."""
         if self.probabilities is None:
             return [{"value": np.asarray(v).tolist()} for v in self.values]
+        if self.sequence:
+            return [self._sequence_record(names, rows, top) for names, rows in zip(self.labels, self.probabilities)]
         records = []
         for label, row in zip(self.labels, self.probabilities):
             best = np.argsort(-row)[:top]
@@ -62,6 +81,15 @@ class Prediction:
                 "top": [{"label": self.class_names[i], "probability": float(row[i])} for i in best],
             })
         return records
+
+    def _sequence_record(self, names: list[str], rows: np.ndarray, top: int) -> dict[str, Any]:
+        best = np.argsort(-rows, axis=1, kind="stable")[:, :top]
+        return {
+            "labels": list(names),
+            "probabilities": [float(p) for p in rows.max(axis=1)],
+            "top": [[{"label": self.class_names[i], "probability": float(row[i])} for i in order]
+                    for row, order in zip(rows, best)],
+        }
 
 
 class PostProcessor(Protocol):
@@ -112,11 +140,18 @@ def _input_field(data: Mapping[str, Any], kind: str) -> str:
 
 
 def _as_2d(outputs: Any) -> "torch.Tensor":
-    """The network's outputs as a float32 CPU tensor of shape (N, columns)."""
+    """The network's outputs as a float32 CPU tensor of shape (N, columns), or (N, T, columns) for a sequence."""
     import torch
 
     outputs = torch.as_tensor(outputs).detach().float().cpu()
-    return outputs.reshape(len(outputs), -1) if outputs.ndim != 2 else outputs
+    return outputs.reshape(len(outputs), -1) if outputs.ndim not in (2, 3) else outputs
+
+
+def _chosen(names: tuple[str, ...], indices: np.ndarray) -> list[str] | list[list[str]]:
+    """Class names of chosen indices: one per row, or a list per row for a sequence (N, T)."""
+    if indices.ndim == 2:
+        return [[names[i] for i in row] for row in indices.tolist()]
+    return [names[i] for i in indices]
 
 
 @POSTPROCESSORS.register("softmax")
@@ -130,7 +165,7 @@ class Softmax:
 
     def apply(self, outputs: Any) -> Prediction:
         outputs = _as_2d(outputs)
-        if outputs.shape[1] < 2:
+        if outputs.shape[-1] < 2:
             raise DataError(
                 "the network gives one output column but the file records softmax post-processing (one column per "
                 "class): a one-logit binary model needs sigmoid post-processing; re-save it with "
@@ -138,9 +173,9 @@ class Softmax:
             )
         import torch
 
-        probabilities = (torch.softmax(outputs, dim=1) if self.input == LOGITS else outputs).numpy()
-        names = _names(self.labels, probabilities.shape[1], "softmax")
-        return Prediction(probabilities, [names[i] for i in probabilities.argmax(axis=1)], None, names)
+        probabilities = (torch.softmax(outputs, dim=-1) if self.input == LOGITS else outputs).numpy()
+        names = _names(self.labels, probabilities.shape[-1], "softmax")
+        return Prediction(probabilities, _chosen(names, probabilities.argmax(axis=-1)), None, names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "input": self.input}
@@ -162,18 +197,18 @@ class Sigmoid:
 
     def apply(self, outputs: Any) -> Prediction:
         outputs = _as_2d(outputs)
-        if outputs.shape[1] != 1:
+        if outputs.shape[-1] != 1:
             raise DataError(
-                f"the network gives {outputs.shape[1]} output columns but the file records sigmoid post-processing "
+                f"the network gives {outputs.shape[-1]} output columns but the file records sigmoid post-processing "
                 "for one output (a binary model); re-save it with postprocessing='softmax'"
             )
         import torch
 
         positive = torch.sigmoid(outputs) if self.input == LOGITS else outputs.clamp(0.0, 1.0)
-        probabilities = torch.cat([1 - positive, positive], dim=1).numpy()
+        probabilities = torch.cat([1 - positive, positive], dim=-1).numpy()
         names = _names(self.labels, 2, "sigmoid")
-        chosen = (positive[:, 0] >= self.threshold).tolist()
-        return Prediction(probabilities, [names[int(c)] for c in chosen], None, names)
+        chosen = (positive[..., 0] >= self.threshold).numpy().astype(np.int64)
+        return Prediction(probabilities, _chosen(names, chosen), None, names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "input": self.input, "threshold": float(self.threshold)}

@@ -121,6 +121,26 @@ def _classes(dataset: Any) -> tuple[int, str]:
     return count, f"{count} classes"
 
 
+def _check_sequence_targets(model: Any, train: Any, name: str) -> None:
+    """Per-position class targets (N, T) against a spec's sequence output (T, classes): the positions, the
+    labels (one per class, as the saved file needs) and the class indices must agree."""
+    spec, y = _spec(model), np.asarray(train.y)
+    shape = tuple(spec.output_shape) if spec is not None else ()
+    if len(shape) != 2 or y.ndim != 2:
+        return
+    positions, classes = int(shape[0]), int(shape[1])
+    if y.shape[1] != positions:
+        raise DataError(f"the targets of {name} have {y.shape[1]} positions per sample but the model gives "
+                        f"{positions}; give one target per output position (shape (N, {positions}))")
+    labels = getattr(train, "labels", None)
+    if labels is not None and len(labels) != classes:
+        raise ConfigError(f"{name} names {len(labels)} classes but the model gives {classes} per position; give "
+                          f"one label per class (labels=[str(i) for i in range({classes})] for token ids)")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise DataError(f"the targets of {name} range from {int(y.min())} to {int(y.max())} but the model's "
+                        f"classes are 0 to {classes - 1}; re-encode the targets or enlarge the model's output")
+
+
 def check_loss_fits(model: Any, loss: str, train: Any) -> None:
     """The loss, the model's output width and the kind of target agree (raises ``ConfigError`` naming both)."""
     factory = LOSSES.get(loss)
@@ -137,6 +157,7 @@ def check_loss_fits(model: Any, loss: str, train: Any) -> None:
         return
     if getattr(train, "y", None) is None:
         return
+    _check_sequence_targets(model, train, name)
     count, classes = _classes(train)
     if factory is binary_crossentropy:
         if count > 2:

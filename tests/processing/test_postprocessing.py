@@ -210,3 +210,40 @@ def test_save_refuses_a_post_processor_or_labels_the_output_contradicts(tmp_path
     with pytest.raises(ConfigError, match="3 labels were given but .* 2 classes"):
         save(mk.build(binary_spec(), seed=0), tmp_path / "c.safetensors", labels=["a", "b", "c"])
     assert not list(tmp_path.iterdir())
+
+
+# -- sequence outputs (N, T, V): a class per position, e.g. a language model's next token ---------------------------
+def test_softmax_of_a_sequence_output_is_over_the_last_axis():
+    logits = torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(0))
+    names = tuple(f"t{i}" for i in range(7))
+    prediction = Softmax(labels=names).apply(logits)
+    expected = torch.softmax(logits, dim=-1).numpy()
+    assert prediction.sequence and prediction.probabilities.shape == (4, 5, 7)
+    np.testing.assert_array_equal(prediction.probabilities, expected)
+    assert prediction.labels == [[names[i] for i in row] for row in expected.argmax(-1).tolist()]
+    records = prediction.to_records(top=2)
+    assert len(records) == 4 and records[0]["labels"] == prediction.labels[0]
+    assert records[0]["probabilities"] == pytest.approx(expected[0].max(-1).tolist())
+    assert len(records[0]["top"]) == 5 and [len(t) for t in records[0]["top"]] == [2] * 5
+    assert records[0]["top"][0][0] == {"label": prediction.labels[0][0], "probability": pytest.approx(expected[0, 0].max())}
+
+
+def test_sequence_output_against_a_wrong_number_of_labels_names_the_class_count():
+    with pytest.raises(FormatError, match="names 3 classes .* gives 7"):
+        Softmax(labels=("a", "b", "c")).apply(torch.zeros(2, 5, 7))
+
+
+def test_sigmoid_of_a_sequence_output_is_per_position():
+    logits = torch.tensor([[[2.0], [-2.0], [0.0]]])
+    prediction = Sigmoid(labels=("no", "yes")).apply(logits)
+    assert prediction.probabilities.shape == (1, 3, 2)
+    assert prediction.labels == [["yes", "no", "yes"]]
+    assert Identity().apply(logits).values.shape == (1, 3, 1)
+
+
+def test_two_dimensional_outputs_are_unchanged():
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    prediction = Softmax(labels=tuple("abcd")).apply(logits)
+    np.testing.assert_array_equal(prediction.probabilities, torch.softmax(logits, dim=1).numpy())
+    assert not prediction.sequence and all(isinstance(label, str) for label in prediction.labels)
+    assert set(prediction.to_records()[0]) == {"label", "probability", "top"}

@@ -134,3 +134,18 @@ def test_a_model_of_the_users_own_class_is_checked_too():
     with pytest.raises(ConfigError, match="the model has 2 output units but 'iris' has 3 classes"):
         fit(model, load_dataset("iris"), epochs=1, progress=False)
     assert model.training and model.dropout.training  # the probe put every mode back
+
+
+def test_per_position_targets_that_do_not_fit_a_sequence_output_are_refused_before_training():
+    from modelkeep import Dataset
+    from modelkeep.zoo import ZOO
+
+    spec = ZOO.get("gpt2").spec(vocab_size=30, context=6, d_model=8, n_head=2, n_layer=1)
+    x = np.random.default_rng(0).integers(0, 30, (12, 6))
+    vocabulary = tuple(str(i) for i in range(30))
+    cases = [(x[:, :5], vocabulary, DataError, "5 positions per sample but the model gives 6"),
+             (np.roll(x, -1, 1), vocabulary[:25], ConfigError, "names 25 classes but the model gives 30"),
+             (np.full((12, 6), 30), vocabulary, DataError, "range from 30 to 30 but the model's classes are 0 to 29")]
+    for y, labels, error, message in cases:
+        with pytest.raises(error, match=message):
+            fit(build(spec, seed=0), Dataset("tokens", x.astype(np.float32), y, labels), epochs=1, progress=False)
