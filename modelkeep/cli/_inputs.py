@@ -20,7 +20,7 @@ NPZ_FEATURE_NAMES = ("x", "X", "features", "data", "inputs", "arr_0")
 if TYPE_CHECKING:  # numpy is imported where it is used: `modelkeep --help` and `inspect` never need it
     import numpy as np
 
-KINDS = "a .npy or .npz array, a CSV table (.csv, .tsv, .csv.gz), an image file or a folder of images"
+from ._options import INPUT_KINDS as KINDS
 
 
 @dataclass(frozen=True)

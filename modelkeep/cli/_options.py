@@ -16,6 +16,9 @@ TRUST_CODE_HELP = (
 TRUST_CODE = ("trust_code=True", "--trust-code")
 ALLOW_NONFINITE = ("allow_nonfinite=True", "--allow-nonfinite")
 
+# What predict reads; here (not in _inputs) so that building the parser does not import pathlib or dataclasses.
+INPUT_KINDS = "a .npy or .npz array, a CSV table (.csv, .tsv, .csv.gz), an image file or a folder of images"
+
 
 def add_trust_code(parser: argparse.ArgumentParser) -> None:
     """``--trust-code``: the command-line form of ``load(path, trust_code=True)``, off by default."""

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._inputs import KINDS, read_inputs
-from ._options import ALLOW_NONFINITE, add_trust_code, load_model, naming_flags
+from ._options import ALLOW_NONFINITE, INPUT_KINDS, add_trust_code, load_model, naming_flags
 from ._output import console, print_json, printable_document, table
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("predict", help="predict with a saved model on a NumPy array, CSV table or images")
     parser.add_argument("file", help="a modelkeep model file")
-    parser.add_argument("input", help=f"the samples: {KINDS}, shaped like the model's input")
+    parser.add_argument("input", help=f"the samples: {INPUT_KINDS}, shaped like the model's input")
     parser.add_argument("--json", action="store_true", help="print JSON (always valid: NaN becomes null)")
     parser.add_argument("--top", type=_positive, default=3, help="how many classes to list per row")
     parser.add_argument("--allow-nonfinite", action="store_true",
@@ -33,6 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     model = load_model(args.file, trust_code=args.trust_code)
+    from ._inputs import read_inputs
+
     inputs = read_inputs(args.input, model._input_shape(), target=args.target, recorded_target=_trained_target(model))
     with naming_flags(ALLOW_NONFINITE):
         prediction = model.predict(inputs.x, allow_nonfinite=args.allow_nonfinite)
