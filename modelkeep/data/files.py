@@ -20,10 +20,11 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
+from .._overrides import shorten_value
 from ..errors import DataError
 from .dataset import Dataset
 from .images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
-from .limits import ReaderLimits, bounded_lines, check_elements, count, open_binary, require_file, resolve_limits, shorten
+from .limits import ReaderLimits, bounded_lines, check_elements, count, open_binary, require_file, resolve_limits
 from .npy import TEXT_KINDS, read_array, read_npz
 from .targets import encode_targets, sequence_targets
 
@@ -101,14 +102,14 @@ def _rows(lines: Iterator[str], delimiter: str, path: Path) -> Iterator[tuple[in
             raise DataError(f"{path}: line {reader.line_num} has a field longer than "
                             f"{count(csv.field_size_limit())} characters; is this a CSV file? Raise "
                             "ReaderLimits(max_csv_field_chars=...) if it is") from None
-        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({shorten(text, 120)})") from None
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({shorten_value(text, 120)})") from None
 
 
 def _target_index(target: str | int, columns: list[str], path: Path) -> int:
     width = len(columns)
     if isinstance(target, str) and not target.lstrip("-").isdigit():
         if target not in columns:
-            raise DataError(f"{path}: no column named {shorten(target)}; columns are {shorten(columns, 200)}")
+            raise DataError(f"{path}: no column named {shorten_value(target)}; columns are {shorten_value(columns, 200)}")
         return columns.index(target)
     return int(target) % width
 
@@ -150,7 +151,7 @@ def _parse(handle: io.TextIOBase, path: Path, *, target, header, delimiter, limi
         try:
             features.extend([float(row[i]) for i in feature_indices])
         except ValueError as exc:
-            raise DataError(f"{path}: feature columns must hold numbers (line {line}: {shorten(str(exc), 100)}); "
+            raise DataError(f"{path}: feature columns must hold numbers (line {line}: {shorten_value(str(exc), 100)}); "
                             "encode categories as numbers first") from None
         targets.add(row[target_index].strip())
     if not samples:
@@ -185,7 +186,7 @@ def read_csv(
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
     except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
-        raise DataError(f"cannot read {path}: {shorten(' '.join(str(exc).split()), 160)}") from None
+        raise DataError(f"cannot read {path}: {shorten_value(' '.join(str(exc).split()), 160)}") from None
     distinct, inverse = column.distinct_and_inverse()
     y, found_labels, task_found = encode_targets(distinct, inverse, task, path, labels=labels)
     return Dataset(name or path.stem.split(".")[0], x, y, found_labels, task_found)
@@ -242,7 +243,7 @@ def read_numpy(
         return Dataset(name or path.stem, np.ascontiguousarray(x, dtype=np.float32), y, found, "classification")
     if task == "classification" and y_raw.ndim > 1 and any(d != 1 for d in y_raw.shape[2:]):
         raise DataError(f"{path}: class targets must be one per sample (N,) or one per position (N, T), got shape "
-                        f"{shorten(list(y_raw.shape), 80)}")
+                        f"{shorten_value(list(y_raw.shape), 80)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if y_raw.ndim > 1 and task != "classification":
         if y_raw.dtype.kind not in "biuf":

@@ -16,9 +16,10 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
+from .._overrides import shorten_value
 from ..errors import DataError, ModelNotFoundError
 from .dataset import Task
-from .limits import DEFAULT_LIMITS, ReaderLimits, check_pixels, resolve_limits, shorten
+from .limits import DEFAULT_LIMITS, ReaderLimits, check_pixels, resolve_limits
 from .targets import match_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -142,7 +143,7 @@ def _shape_and_mode(input_shape: Sequence[int] | None, image_size, mode: str | N
         return (height, width), MODES[channels]
     mode = "RGB" if mode is None else mode
     if mode not in CHANNELS:
-        raise DataError(f"image mode must be 'RGB', 'L' or 'RGBA', got {shorten(mode)}")
+        raise DataError(f"image mode must be 'RGB', 'L' or 'RGBA', got {shorten_value(mode)}")
     return (None if image_size is None else _size(image_size)), mode
 
 
@@ -151,7 +152,7 @@ def _size(image_size) -> tuple[int, int]:
         image_size = (image_size, image_size)
     size = (int(image_size[0]), int(image_size[1]))
     if len(image_size) != 2 or min(size) < 1:
-        raise DataError(f"image_size must be (height, width) of positive integers, got {shorten(image_size)}")
+        raise DataError(f"image_size must be (height, width) of positive integers, got {shorten_value(image_size)}")
     return size
 
 
@@ -188,7 +189,7 @@ def read_image_folder(
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < (1 if labels is not None else 2):
         raise DataError(f"{root}: an image folder needs one sub-folder per class, at least two; "
-                        f"found {shorten(classes, 200)}")
+                        f"found {shorten_value(classes, 200)}")
     files: list[str] = []
     targets: list[int] = []
     for index, label in enumerate(classes):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
+from .._overrides import shorten_value
 from ..errors import DataError, ModelNotFoundError
 
 GiB = 1 << 30
@@ -65,7 +66,7 @@ def resolve_limits(limits: ReaderLimits | Mapping[str, int] | None) -> ReaderLim
         known = {f.name for f in fields(ReaderLimits)}
         unknown = sorted(str(k) for k in limits if k not in known)
         if unknown:
-            raise DataError(f"unknown reader limits {shorten(unknown, 120)}; known: {', '.join(sorted(known))}")
+            raise DataError(f"unknown reader limits {shorten_value(unknown, 120)}; known: {', '.join(sorted(known))}")
         return ReaderLimits(**limits)
     if not isinstance(limits, ReaderLimits):
         raise DataError(f"limits must be a modelkeep.data.ReaderLimits or a mapping, got {type(limits).__name__}")
@@ -75,12 +76,6 @@ def resolve_limits(limits: ReaderLimits | Mapping[str, int] | None) -> ReaderLim
 def count(value: int) -> str:
     """A number with thousands separators, for messages."""
     return f"{value:,}"
-
-
-def shorten(value: object, width: int = 60) -> str:
-    """``repr(value)`` cut to ``width`` characters, so a hostile value cannot flood an error message."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def require_file(path: str | Path, what: str) -> Path:

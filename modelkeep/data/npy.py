@@ -18,8 +18,9 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .._overrides import shorten_value
 from ..errors import DataError
-from .limits import BoundedReader, ReaderLimits, check_elements, count, require_file, resolve_limits, shorten
+from .limits import BoundedReader, ReaderLimits, check_elements, count, require_file, resolve_limits
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 TEXT_KINDS = "US"
@@ -45,7 +46,7 @@ def _check_dtype(dtype: np.dtype, source: object, allow_text: bool) -> None:
                         "modelkeep never unpickles data. Save numbers (e.g. arr.astype(np.float32)) instead")
     kinds = NUMERIC_KINDS + (TEXT_KINDS if allow_text else "")
     if dtype.kind not in kinds or dtype.subdtype is not None or dtype.names is not None:
-        what = "text" if dtype.kind in TEXT_KINDS else f"dtype {shorten(str(dtype), 40)}"
+        what = "text" if dtype.kind in TEXT_KINDS else f"dtype {shorten_value(str(dtype), 40)}"
         raise DataError(f"{source}: holds {what}, but numeric arrays are needed (bool, integer or float); "
                         "convert it, e.g. arr.astype(np.float32), before saving")
 
@@ -62,15 +63,15 @@ def read_array_from(stream: BinaryIO, available: int, source: object, limits: Re
     if not shape:
         raise DataError(f"{source}: holds a single number (a 0-d array), not samples; save an array of shape (N, ...)")
     if any(int(dim) < 0 for dim in shape):
-        raise DataError(f"{source}: the header declares a negative dimension {shorten(tuple(shape), 80)}; it is forged")
+        raise DataError(f"{source}: the header declares a negative dimension {shorten_value(tuple(shape), 80)}; it is forged")
     elements = 1
     for dim in shape:
         elements *= int(dim)
-    check_elements(elements, source, f"the array of shape {shorten(tuple(shape), 80)}", limits)
+    check_elements(elements, source, f"the array of shape {shorten_value(tuple(shape), 80)}", limits)
     nbytes = elements * dtype.itemsize
     header_end = stream.tell()
     if nbytes > available - header_end:
-        raise DataError(f"{source}: the header declares shape {shorten(tuple(shape), 80)} of {dtype} "
+        raise DataError(f"{source}: the header declares shape {shorten_value(tuple(shape), 80)} of {dtype} "
                         f"({count(nbytes)} bytes) but the file holds only {count(max(available - header_end, 0))} "
                         "bytes of data; it is truncated or forged")
     array = np.empty(tuple(reversed(shape)) if fortran_order else shape, dtype=dtype)
@@ -101,7 +102,7 @@ def read_array(path: str | Path, *, limits: ReaderLimits | None = None, allow_te
 
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limits: ReaderLimits,
             allow_text: bool) -> np.ndarray:
-    source = f"{path}[{shorten(info.filename, 60)}]"
+    source = f"{path}[{shorten_value(info.filename, 60)}]"
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise DataError(f"{source}: compressed with zip method {info.compress_type}; only stored or deflated "
                         "members are read (as numpy.savez and numpy.savez_compressed write them)")
@@ -135,7 +136,7 @@ def read_npz(path: str | Path, names: dict[str, tuple[str, ...] | str | None], *
                 candidates = (wanted,) if isinstance(wanted, str) else tuple(wanted or ())
                 found = next((k for k in candidates if k in members), None)
                 if found is None:
-                    raise DataError(f"{path}: expected arrays named 'x' and 'y' (found {shorten(keys, 200)}); "
+                    raise DataError(f"{path}: expected arrays named 'x' and 'y' (found {shorten_value(keys, 200)}); "
                                     "pass x_key/y_key")
                 chosen[role] = found
             return {role: _member(archive, members[key], path, limits, role in text) for role, key in chosen.items()}

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._overrides import shorten_value
 from ..errors import DataError
 from .dataset import Dataset, Task
-from .limits import shorten
 
 MAX_AUTO_CLASSES = 50
 
@@ -67,7 +67,7 @@ def encode_targets(distinct: np.ndarray, inverse: np.ndarray, task: str, source:
         values = numeric.astype(np.float32)[inverse]
         return values[:, None], None, "regression"
     if task != "classification":
-        raise DataError(f"{source}: task must be 'classification', 'regression' or 'auto', got {shorten(task)}")
+        raise DataError(f"{source}: task must be 'classification', 'regression' or 'auto', got {shorten_value(task)}")
     keys = [_class_key(v) for v in numeric] if numeric is not None else [str(v) for v in distinct]
     classes = sorted(set(keys), key=_class_order)
     position = {name: i for i, name in enumerate(classes)}
@@ -86,7 +86,7 @@ def match_labels(y: np.ndarray, found: tuple[str, ...], labels: Sequence[str], s
     """
     labels = tuple(str(name) for name in labels)
     if len(set(labels)) != len(labels):
-        raise DataError(f"labels must be distinct names, got {shorten(labels, 200)}")
+        raise DataError(f"labels must be distinct names, got {shorten_value(labels, 200)}")
     if found == labels:
         return y, labels
     position = {name: i for i, name in enumerate(labels)}
@@ -96,8 +96,8 @@ def match_labels(y: np.ndarray, found: tuple[str, ...], labels: Sequence[str], s
         return (table[y] if len(y) else y.astype(np.int64)), labels
     if (rename or found == tuple(str(i) for i in range(len(found)))) and len(found) == len(labels):
         return y, labels
-    raise DataError(f"{source}: the classes {shorten(missing, 120)} are not among the labels "
-                    f"{shorten(labels, 200)}; name the classes (folders, target values) like the model's labels")
+    raise DataError(f"{source}: the classes {shorten_value(missing, 120)} are not among the labels "
+                    f"{shorten_value(labels, 200)}; name the classes (folders, target values) like the model's labels")
 
 
 def sequence_targets(y: np.ndarray, source: object, *, labels: Sequence[str] | None = None
@@ -112,10 +112,10 @@ def sequence_targets(y: np.ndarray, source: object, *, labels: Sequence[str] | N
         y = y.reshape(y.shape[:2])
     if y.ndim != 2:
         raise DataError(f"{source}: class targets must be one per sample (N,) or one per position (N, T), got "
-                        f"shape {shorten(list(y.shape), 80)}")
+                        f"shape {shorten_value(list(y.shape), 80)}")
     if y.dtype.kind not in "iu":
         raise DataError(f"{source}: per-position class targets must be integer class indices (token ids), got "
-                        f"dtype {shorten(str(y.dtype), 40)}; save them as integers, e.g. y.astype(np.int64)")
+                        f"dtype {shorten_value(str(y.dtype), 40)}; save them as integers, e.g. y.astype(np.int64)")
     low, high = (int(y.min()), int(y.max())) if y.size else (0, -1)
     names = tuple(str(i) for i in range(high + 1)) if labels is None else tuple(str(name) for name in labels)
     if low < 0 or high >= len(names):
@@ -151,7 +151,7 @@ def sequence_labels(dataset: Dataset, output_shape: Sequence[int], source: objec
 def _as_numbers(x: Any, source: str) -> np.ndarray:
     array = np.asarray(x)
     if array.dtype.kind not in "biuf" or array.dtype.names is not None:
-        raise DataError(f"{source}: features must be a numeric array, got dtype {shorten(str(array.dtype), 40)}")
+        raise DataError(f"{source}: features must be a numeric array, got dtype {shorten_value(str(array.dtype), 40)}")
     if array.ndim < 1:
         raise DataError(f"{source}: features must be an array of samples (N, ...), got a single number")
     return array

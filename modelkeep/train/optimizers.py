@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from .._overrides import shorten_value
 from .._registry import Registry
 from ..errors import ConfigError
 
@@ -75,7 +76,7 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter] | Iterabl
     try:
         return factory(params, lr=learning_rate, **options)
     except (TypeError, ValueError, IndexError, KeyError) as exc:
-        raise ConfigError(f"optimizer {name!r} refuses the options {_shortened(options)}: {exc or type(exc).__name__}"
+        raise ConfigError(f"optimizer {name!r} refuses the options {shorten_value(dict(options), 120)}: {exc or type(exc).__name__}"
                           f" (see torch.optim.{_class_name(factory, name)} for what each option takes, e.g. "
                           "betas: [0.9, 0.999])") from None
 
@@ -83,7 +84,3 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter] | Iterabl
 def _class_name(factory: Any, name: str) -> str:
     return getattr(factory, "__name__", None) or getattr(getattr(factory, "func", None), "__name__", name)
 
-
-def _shortened(options: Mapping[str, Any], limit: int = 120) -> str:
-    text = repr(dict(options))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
