@@ -1,7 +1,12 @@
 """Shared fixtures: a real model trained on the real digits set, once per test session."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Keras (used by the interop tests to check our files against the real thing) runs on PyTorch here: no TensorFlow.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from modelkeep.quickstart import DIGITS_CNN
 

@@ -22,6 +22,13 @@ _FACTORIES = {
     "softmax": lambda: nn.Softmax(dim=-1),
     "silu": nn.SiLU,
     "linear": nn.Identity,
+    "relu6": nn.ReLU6,
+    "hard_sigmoid": nn.Hardsigmoid,   # relu6(x + 3) / 6, as Keras 3 and torchvision
+    "hard_silu": nn.Hardswish,
+    "softplus": nn.Softplus,
+    "softsign": nn.Softsign,
+    "mish": nn.Mish,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
 }
 
 

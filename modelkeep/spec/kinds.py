@@ -36,6 +36,9 @@ ACTIVATIONS: Registry[str] = Registry("activation", SpecError)
 for _name, _aliases in (
     ("relu", ()), ("leaky_relu", ()), ("elu", ()), ("selu", ()), ("gelu", ()), ("sigmoid", ()),
     ("tanh", ()), ("softmax", ()), ("silu", ("swish",)), ("linear", ("identity",)),
+    # what MobileNet/EfficientNet and Keras files use
+    ("relu6", ()), ("hard_sigmoid", ()), ("hard_silu", ("hard_swish",)), ("softplus", ()), ("softsign", ()),
+    ("mish", ()), ("gelu_tanh", ("gelu_approximate",)),
 ):
     ACTIVATIONS.register(_name, _name, aliases=_aliases)
 

@@ -99,7 +99,7 @@ def test_values_to_coerce_are_coerced_as_pydantic_does():
     ({"units": 4, "unit": 4}, "layer 1 'x' (Dense): unknown field 'unit'"),
     ({}, "layer 1 'x' (Dense): field 'units': Field required (got {})"),
     ({"units": 4, "activation": "rleu"}, "layer 1 'x' (Dense): field 'activation': unknown activation 'rleu'; "
-                                         "did you mean 'relu'?"),
+                                         "did you mean 'relu'"),
     ({"units": 4.5, "use_bias": "maybe"}, "layer 1 'x' (Dense): field 'units': Input should be a valid integer, got a "
                                           "number with a fractional part (got 4.5); field 'use_bias': Input should be "
                                           "a valid boolean, unable to interpret input (got 'maybe')"),

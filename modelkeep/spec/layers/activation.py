@@ -54,7 +54,8 @@ class ActivationShorthand(LayerKind):
 SHORTHANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("ReLU", "relu", ()), ("LeakyReLU", "leaky_relu", ()), ("ELU", "elu", ()), ("SELU", "selu", ()),
     ("GELU", "gelu", ()), ("Sigmoid", "sigmoid", ()), ("Tanh", "tanh", ()), ("Softmax", "softmax", ()),
-    ("SiLU", "silu", ("Swish",)),
+    ("SiLU", "silu", ("Swish",)), ("ReLU6", "relu6", ()), ("HardSigmoid", "hard_sigmoid", ()),
+    ("HardSwish", "hard_silu", ("HardSiLU",)), ("Softplus", "softplus", ()), ("Mish", "mish", ()),
 )
 
 for _kind, _function, _aliases in SHORTHANDS:

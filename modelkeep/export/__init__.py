@@ -1,0 +1,1 @@
+"""Send models out: ONNX (checked in onnxruntime), plain PyTorch state dicts and Keras files."""
