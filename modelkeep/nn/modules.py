@@ -5,6 +5,7 @@ like ``torch.nn.LSTM``), so state dicts read like PyTorch's.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -135,32 +136,63 @@ def _causal_mask(length: int, device: torch.device) -> torch.Tensor:
     return torch.nn.Transformer.generate_square_subsequent_mask(length, device=device)  # (T, T)
 
 
-class SelfAttention(nn.MultiheadAttention):
-    """``torch.nn.MultiheadAttention`` (batch first) with queries, keys and values all from one input."""
+def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """``(B, T)`` True where ``tokens`` is ``pad_id``: the keys attention ignores.
 
-    def __init__(self, dim: int, num_heads: int, *, dropout: float, bias: bool, causal: bool) -> None:
+    A row that is padding only keeps every key (it would otherwise attend to
+    nothing and come out NaN); what its positions hold then does not matter.
+    """
+    mask = tokens == pad_id
+    return mask & ~mask.all(dim=-1, keepdim=True)
+
+
+def _attention_masks(x: torch.Tensor, tokens: torch.Tensor | None, pad_id: int,
+                     causal: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(attention mask (T, T), key padding mask (B, T))``, both float when both are set (PyTorch wants one type)."""
+    causal_mask = _causal_mask(x.shape[1], x.device).to(x.dtype) if causal else None
+    padding = padding_mask(tokens, pad_id) if tokens is not None else None
+    if padding is not None and causal_mask is not None:
+        padding = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(padding, float("-inf"))
+    return causal_mask, padding
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """``torch.nn.MultiheadAttention`` (batch first) with queries, keys and values all from one input.
+
+    Called with token ids as well (``attention(x, tokens)``), keys whose token is ``pad_id`` are ignored.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float, bias: bool, causal: bool,
+                 pad_id: int = 0) -> None:
         super().__init__(dim, num_heads, dropout=dropout, bias=bias, batch_first=True)
         self.causal = causal
+        self.pad_id = pad_id
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
-        mask = _causal_mask(x.shape[1], x.device) if self.causal else None
-        out, _ = super().forward(x, x, x, need_weights=False, attn_mask=mask, is_causal=self.causal)
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, D), (B, T)
+        mask, padding = _attention_masks(x, tokens, self.pad_id, self.causal)
+        out, _ = super().forward(x, x, x, need_weights=False, attn_mask=mask, key_padding_mask=padding,
+                                 is_causal=self.causal and padding is None)
         return out  # (B, T, D)
 
 
-_FF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": F.silu, "swish": F.silu}
+_FF_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": F.silu, "swish": F.silu,
+                   "gelu_tanh": functools.partial(F.gelu, approximate="tanh")}
 
 
 class TransformerBlock(nn.TransformerEncoderLayer):
-    """``torch.nn.TransformerEncoderLayer`` (batch first) with an optional causal mask built per call."""
+    """``torch.nn.TransformerEncoderLayer`` (batch first) with an optional causal mask built per call.
+
+    Called with token ids as well (``block(x, tokens)``), keys whose token is ``pad_id`` are ignored.
+    """
 
     def __init__(self, dim: int, num_heads: int, ff_dim: int, *, dropout: float, activation: str,
-                 norm_first: bool, causal: bool, eps: float, bias: bool) -> None:
+                 norm_first: bool, causal: bool, eps: float, bias: bool, pad_id: int = 0) -> None:
         super().__init__(dim, num_heads, ff_dim, dropout=dropout, activation=_FF_ACTIVATIONS[activation],
                          layer_norm_eps=eps, batch_first=True, norm_first=norm_first, bias=bias)
         self.causal = causal
+        self.pad_id = pad_id
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
-        if self.causal:
-            return super().forward(x, src_mask=_causal_mask(x.shape[1], x.device), is_causal=True)
-        return super().forward(x)
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, D), (B, T)
+        mask, padding = _attention_masks(x, tokens, self.pad_id, self.causal)
+        return super().forward(x, src_mask=mask, src_key_padding_mask=padding,
+                               is_causal=self.causal and padding is None)

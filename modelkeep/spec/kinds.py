@@ -58,7 +58,8 @@ class LayerKind:
     ``examples`` lists small configurations the test-suite builds, runs and
     counts; every registered kind must have at least one, so adding a kind adds
     its tests. Each example is ``{"inputs": [shape, ...], "fields": {...}}``
-    with an optional ``"dtype"`` for the inputs (``"int64"`` for token ids).
+    with an optional ``"dtype"`` for the inputs (``"int64"`` for token ids), or a list
+    of them, one per input (``["float32", "int64"]``: a sequence and its token ids).
 
     How a kind is built is not declared here. A kind of your own may define
     ``build(self, inputs) -> torch.nn.Module`` (``inputs``: the per-sample input
@@ -82,7 +83,8 @@ class LayerKind:
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     Fields: ClassVar[type[Fields]] = Fields
-    arity: ClassVar[int | None] = 1  # number of inputs; None means "two or more"
+    # number of inputs; None means "two or more"; a tuple lists the counts accepted ((1, 2): an optional second)
+    arity: ClassVar[int | tuple[int, ...] | None] = 1
     examples: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, fields: Fields, layer_name: str) -> None:

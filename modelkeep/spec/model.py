@@ -235,7 +235,10 @@ def _parse_layers(raw_layers: list[Any]) -> list[Layer]:
             raise SpecError(f"{where}: an {cls.name} layer takes no inputs, got {inputs}")
         if cls.arity != 0 and not inputs:
             raise SpecError(f"{where}: has no input; start the spec with an Input layer")
-        if cls.arity is not None and cls.arity > 0 and len(inputs) != cls.arity:
+        if isinstance(cls.arity, tuple) and len(inputs) not in cls.arity:
+            counts = " or ".join(map(str, cls.arity))
+            raise SpecError(f"{where}: takes {counts} input(s), got {len(inputs)}: {inputs}")
+        if isinstance(cls.arity, int) and cls.arity > 0 and len(inputs) != cls.arity:
             raise SpecError(f"{where}: takes {cls.arity} input(s), got {len(inputs)}: {inputs}")
         if cls.arity is None and len(inputs) < 2:
             raise SpecError(f"{where}: takes two or more inputs, got {inputs}")

@@ -25,8 +25,9 @@ def example_spec(kind_name: str, index: int) -> tuple[ModelSpec, dict]:
     example = cls.examples[index]
     if cls.arity == 0:
         return ModelSpec.from_dict({"layers": [{"kind": kind_name, "name": "x", **example["fields"]}]}), example
-    dtype = example.get("dtype", "float32")
-    layers = [{"kind": "Input", "name": f"in{i}", "shape": shape, "dtype": dtype}
+    dtype = example.get("dtype", "float32")  # one for every input, or a list: one per input
+    dtypes = dtype if isinstance(dtype, list) else [dtype] * len(example["inputs"])
+    layers = [{"kind": "Input", "name": f"in{i}", "shape": shape, "dtype": dtypes[i]}
               for i, shape in enumerate(example["inputs"])]
     layers.append({"kind": kind_name, "name": "x", "inputs": [f"in{i}" for i in range(len(layers))],
                    **example["fields"]})
@@ -38,7 +39,7 @@ def example_inputs(spec: ModelSpec, example: dict, batch: int = 3) -> list[torch
     out = []
     for layer in spec.inputs:
         shape = (batch, *spec.shapes[layer.name])
-        if example.get("dtype") == "int64":
+        if layer.kind.fields.dtype == "int64":
             out.append(torch.randint(0, 5, shape, generator=gen))
         else:
             out.append(torch.randn(shape, generator=gen, requires_grad=True))

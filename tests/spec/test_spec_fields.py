@@ -73,7 +73,9 @@ def test_every_built_in_example_is_validated_and_counted_without_pydantic():
         for name in LAYER_KINDS.names():
             kind = LAYER_KINDS.get(name)
             for example in kind.examples:
-                layers = [{"kind": "Input", "name": f"in{i}", "shape": s, "dtype": example.get("dtype", "float32")}
+                dtype = example.get("dtype", "float32")
+                dtypes = dtype if isinstance(dtype, list) else [dtype] * len(example["inputs"])
+                layers = [{"kind": "Input", "name": f"in{i}", "shape": s, "dtype": dtypes[i]}
                           for i, s in enumerate(example["inputs"])]
                 layer = {"kind": name, "name": "x", **example["fields"]}
                 if layers:

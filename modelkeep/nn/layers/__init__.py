@@ -2,4 +2,4 @@
 
 Importing this package registers them all in ``modelkeep.nn.layer_builders.LAYER_BUILDERS``.
 """
-from . import activation, attention, conv, core, merge, norm, pooling, recurrent  # noqa: F401
+from . import activation, attention, conv, core, merge, norm, pooling, recurrent, scale, shape, text  # noqa: F401

@@ -12,7 +12,8 @@ from ..modules import SelfAttention, TransformerBlock
 @register_builder("MultiHeadAttention")
 def build_attention(kind: MultiHeadAttention, inputs: list[Shape]) -> nn.Module:
     f = kind.fields
-    return SelfAttention(inputs[0][-1], f.num_heads, dropout=f.dropout, bias=f.use_bias, causal=f.causal)
+    return SelfAttention(inputs[0][-1], f.num_heads, dropout=f.dropout, bias=f.use_bias, causal=f.causal,
+                         pad_id=f.pad_id)
 
 
 @register_builder("TransformerEncoder")
@@ -20,4 +21,5 @@ def build_transformer_block(kind: TransformerEncoder, inputs: list[Shape]) -> nn
     f = kind.fields
     d = inputs[0][-1]
     return TransformerBlock(d, f.num_heads, kind.ff_dim(d), dropout=f.dropout, activation=f.activation,
-                            norm_first=f.norm_first, causal=f.causal, eps=f.epsilon, bias=f.use_bias)
+                            norm_first=f.norm_first, causal=f.causal, eps=f.epsilon, bias=f.use_bias,
+                            pad_id=f.pad_id)

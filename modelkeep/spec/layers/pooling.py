@@ -1,4 +1,4 @@
-"""Pooling: max and average over windows (1-D, 2-D), adaptive average, and global average."""
+"""Pooling: max and average over windows (1-D, 2-D), adaptive average, and global average and maximum."""
 from __future__ import annotations
 
 from typing import ClassVar, Literal, Union
@@ -17,6 +17,7 @@ class _Pool(LayerKind):
         stride: Union[int, list[int], None] = None
         padding: Union[int, list[int]] = 0
         ceil_mode: bool = False
+        count_include_pad: bool = True  # average pooling: divide by the whole window, padding included (PyTorch)
 
     def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """``(kernel, stride, padding)``, one integer per spatial axis each; stride defaults to the kernel."""
@@ -60,6 +61,9 @@ def _pool_kind(mode: str, rank: int) -> type[LayerKind]:
         {"inputs": [shape], "fields": {}},
         {"inputs": [shape], "fields": {"pool_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}},
     ]
+    if mode == "Avg":  # TensorFlow's padding="same": the padding is not counted
+        Pool.examples.append({"inputs": [shape], "fields": {"pool_size": 3, "stride": 1, "padding": 1,
+                                                            "count_include_pad": False}})
     Pool.__doc__ = f"{mode} pooling over {_AXES[rank]} windows; stride defaults to the pool size."
     Pool.__name__ = Pool.__qualname__ = Pool.name
     return register_kind(Pool)
@@ -113,3 +117,13 @@ class GlobalAvgPool(LayerKind):
         if len(shape) < 2:
             raise self.shape_error(shape, "at least two axes (features and one axis to average over)")
         return (shape[0],) if self.fields.data_format == "channels_first" else (shape[-1],)
+
+
+@register_kind
+class GlobalMaxPool(GlobalAvgPool):
+    """The maximum over every axis but the features: ``(C, H, W) -> (C,)``; ``channels_last``: ``(T, D) -> (D,)``."""
+
+    name = "GlobalMaxPool"
+    aliases = ("GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling")
+    examples = [{"inputs": [[3, 4, 5]], "fields": {}},
+                {"inputs": [[6, 4]], "fields": {"data_format": "channels_last"}}]
