@@ -8,7 +8,7 @@ config dataclass; ``get_spec(name, **overrides)`` returns the validated
 imports torch.
 """
 from ._base import ZOO, ZooModel, get_spec, list_models, register_model
-from . import alexnet, lenet, mlp, recurrent, resnet, transformer, vgg  # noqa: F401,E402  (register the models)
+from . import alexnet, bert, efficientnet, lenet, mlp, mobilenet, recurrent, resnet, transformer, vgg  # noqa: F401,E402  (register the models)
 from ._resolve import resolve_spec
 
 __all__ = ["ZOO", "ZooModel", "get_spec", "list_models", "register_model", "resolve_spec"]

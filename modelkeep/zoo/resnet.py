@@ -6,7 +6,7 @@ with the stride on the 3x3 convolution as in torchvision's "v1.5"), global
 average pooling and one Dense layer. A block whose shape changes gets a 1x1
 convolution and batch norm on its shortcut (``downsample``). Names follow
 torchvision (``layer1.0.conv1`` is ``layer1_0_conv1``). ResNet-18 has
-11,689,512 parameters, ResNet-50 25,557,032.
+11,689,512 parameters, ResNet-34 21,797,672, ResNet-50 25,557,032.
 """
 from __future__ import annotations
 
@@ -96,5 +96,7 @@ def resnet(cfg: ResNetConfig) -> dict[str, Any]:
 _SMALL = {"num_classes": 3, "input_shape": (3, 32, 32), "width": 8}
 register_model("resnet18", ResNetConfig, resnet, "ResNet-18 (torchvision layout): 3x224x224 input, 1000 classes",
                small=_SMALL, depth=18)
+register_model("resnet34", ResNetConfig, resnet, "ResNet-34 (torchvision layout): 3x224x224 input, 1000 classes",
+               small=_SMALL, depth=34)
 register_model("resnet50", ResNetConfig, resnet, "ResNet-50 (torchvision layout): 3x224x224 input, 1000 classes",
                small=_SMALL, depth=50)

@@ -28,10 +28,17 @@ TINY = {
     "vgg16": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 8, "hidden": 16},
     "resnet18": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 4},
     "resnet50": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 4},
+    "resnet34": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 4},
+    "mobilenet_v2": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 0.25},
+    "efficientnet_b0": {"input_shape": (3, 32, 32), "num_classes": 3, "width": 0.25, "depth": 0.25},
     "lstm_classifier": {**TOKENS, "seq_len": 7, "embedding_dim": 8, "hidden": 6, "num_classes": 3},
     "transformer_classifier": {**TOKENS, "seq_len": 6, "d_model": 8, "n_head": 2, "ff_dim": 16, "n_layer": 1,
                                "num_classes": 3},
     "gpt2": {**TOKENS, "context": 6, "d_model": 8, "n_head": 2, "n_layer": 1},
+    "bert": {**TOKENS, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+             "max_position_embeddings": 8, "seq_len": 6, "num_classes": 3},
+    "all_minilm_l6_v2": {**TOKENS, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 16, "max_position_embeddings": 8, "seq_len": 6, "num_classes": 3},
     "gpt3_175b": {**TOKENS, "context": 6, "d_model": 8, "n_head": 2, "n_layer": 1},
 }
 LANGUAGE_MODELS = ("gpt2", "gpt3_175b")  # a (T, vocab) output: next-token targets, one per position
