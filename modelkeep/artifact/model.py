@@ -149,10 +149,13 @@ class Model:
         ``memory_budget`` bytes (default ``DEFAULT_ACTIVATION_BUDGET``, 1 GiB);
         a model whose single row needs more is refused with ``DataError``.
         """
+        takes_text = getattr(self.preprocessing, "takes_text", False)
+        if takes_text:  # a saved tokenizer makes the token ids the checks below are about
+            x = self.preprocessing.transform(x)
         x = self._check_input(x)
         if not allow_nonfinite:
             refuse_nonfinite(x, "input")
-        if self.preprocessing is not None:
+        if self.preprocessing is not None and not takes_text:
             x = self.preprocessing.transform(x)
             if not allow_nonfinite:
                 refuse_nonfinite(x, "preprocessed input")

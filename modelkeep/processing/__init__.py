@@ -16,6 +16,7 @@ _EXPORTS = {
     "PREPROCESSORS": "preprocess", "Preprocessor": "preprocess", "Standardize": "preprocess",
     "MinMaxScale": "preprocess", "Rescale": "preprocess", "OneHot": "preprocess", "LabelMap": "preprocess",
     "Pipeline": "preprocess", "make_preprocessing": "preprocess", "preprocessor_from_dict": "preprocess",
+    "Tokenize": "text",
     "POSTPROCESSORS": "postprocess", "PostProcessor": "postprocess", "Prediction": "postprocess",
     "Softmax": "postprocess", "Sigmoid": "postprocess", "Identity": "postprocess",
     "postprocessor_for": "postprocess", "postprocessor_from_dict": "postprocess", "make_postprocessor": "postprocess",

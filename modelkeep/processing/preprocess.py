@@ -321,3 +321,8 @@ def preprocessor_from_dict(data: dict[str, Any] | None) -> Preprocessor | None:
     if not isinstance(data, dict) or "type" not in data:
         raise FormatError("preprocessing in the file must be an object with a 'type'")
     return PREPROCESSORS.get(data["type"]).from_dict(data)
+
+
+from .text import Tokenize  # noqa: E402  (text to token ids: a saved tokenizer)
+
+PREPROCESSORS.register("tokenizer", Tokenize, aliases=("tokenize",))
