@@ -107,13 +107,15 @@ class WeightsReport:
     missing: list[str] = field(default_factory=list)  # in the module, not in the file
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the module
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (name, file, module)
+    stripped: str = ""  # the wrapper prefix removed from the file's names ("module.", ...), if any
 
     @property
     def complete(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def __str__(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors"]
+        removed = f" (prefix {self.stripped!r} removed)" if self.stripped else ""
+        lines = [f"loaded {len(self.loaded)} tensors{removed}"]
         if self.missing:
             lines.append(f"missing from the file ({len(self.missing)}): {', '.join(self.missing[:10])}")
         if self.unexpected:
@@ -130,37 +132,31 @@ def load_weights(
     strict: bool = False,
     verify: bool = True,
     prefix: str = "",
+    mapping: Mapping[str, str] | None = None,
 ) -> WeightsReport:
     """Copy the weights of a model (or any safetensors) file into an existing ``module``.
 
-    Only tensors whose name (after removing ``prefix``) and shape match are
-    copied; the rest is reported. With ``strict`` any difference raises
-    ``FormatError`` and nothing is copied. No code from the file runs. With
-    ``verify`` (the default) the file must carry its integrity record, as for
-    ``load``; a plain safetensors file has none, so pass ``verify=False``.
+    Only tensors whose name and shape match are copied; the rest is reported.
+    Names are matched as ``import_model`` matches them (``keymap.match_keys``):
+    ``prefix`` selects the file's tensors under it (and removes it),
+    ``mapping`` (``{"old.prefix": "new.prefix"}``) renames them, and a wrapper
+    prefix (``module.``, ``_orig_mod.``, ``model.``) is removed when that makes
+    more tensors fit. With ``strict`` any difference raises ``FormatError`` and
+    nothing is copied. No code from the file runs. With ``verify`` (the
+    default) the file must carry its integrity record, as for ``load``; a plain
+    safetensors file has none, so pass ``verify=False``.
     """
-    expected = module.state_dict()
-    mismatched, unexpected = [], []
+    from .keymap import match_keys, parse_mapping, shapes_of
+
+    expected = shapes_of(module.state_dict())
     with TensorFile(path, verify=verify) as handle:
-        state = {}
-        for file_name in handle.names(reserved=False):
-            if not file_name.startswith(prefix):
-                continue
-            name = file_name[len(prefix):]
-            reference = expected.get(name)
-            if reference is None:
-                unexpected.append(name)
-                continue
-            entry = handle.header.tensors[file_name]
-            if tuple(entry.shape) != tuple(reference.shape):
-                mismatched.append((name, tuple(entry.shape), tuple(reference.shape)))
-                continue
-            state[name] = file_name
-        missing = sorted(set(expected) - set(state) - {m[0] for m in mismatched})
-        report = WeightsReport(sorted(state), missing, sorted(unexpected), mismatched)
+        selected = {name[len(prefix):]: name for name in handle.names(reserved=False) if name.startswith(prefix)}
+        shapes = {name: handle.header.tensors[file_name].shape for name, file_name in selected.items()}
+        match = match_keys(shapes, expected, mapping=parse_mapping(mapping))
+        report = WeightsReport(match.loaded, match.missing, match.unexpected, match.mismatched, match.stripped)
         if strict and not report.complete:
             raise FormatError(f"{handle.path}: the weights do not fit the module:\n{report}")
-        tensors = {name: handle.tensor(file_name) for name, file_name in state.items()}
+        tensors = {name: handle.tensor(selected[source]) for name, source in match.pairs.items()}
     module.load_state_dict(tensors, strict=False)
     return report
 

@@ -78,8 +78,9 @@ def choose_postprocessing(*, task: str | None, labels: Any = None, signature: Ma
                              labels=tuple(str(label) for label in labels) if labels is not None else None)
 
 
-def provenance_record(data_fingerprint: str | None = None) -> dict[str, Any]:
-    """Where and with what a model was made."""
+def provenance_record(data_fingerprint: str | None = None, *,
+                      source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where and with what a model was made; ``source``: the foreign file an imported model came from."""
     from .._version import __version__
 
     record: dict[str, Any] = {
@@ -96,6 +97,8 @@ def provenance_record(data_fingerprint: str | None = None) -> dict[str, Any]:
         record["git_commit"] = commit
     if data_fingerprint:
         record["data_fingerprint"] = data_fingerprint
+    if source:
+        record["source"] = jsonable(dict(source), "provenance.source")
     return record
 
 

@@ -29,7 +29,7 @@ from .tensors import write_tensors
 
 # What a FitResult or a loaded Model hands on to save unless the caller gives it.
 _INHERITED = ("labels", "preprocessing", "postprocessing", "history", "metrics", "hyperparameters", "task", "card",
-              "lineage", "data_fingerprint", "signature", "scheduler", "optimizer", "extra")
+              "lineage", "data_fingerprint", "signature", "scheduler", "optimizer", "extra", "source")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -108,6 +108,7 @@ def _sections_of(loaded: Model) -> dict[str, Any]:
     manifest = loaded.manifest
     sections = {name: getattr(manifest, name) for name in _INHERITED if hasattr(manifest, name)}
     sections["data_fingerprint"] = (manifest.provenance or {}).get("data_fingerprint")
+    sections["source"] = (manifest.provenance or {}).get("source")  # an imported model keeps where it came from
     sections["signature"] = manifest.signature
     sections["scheduler"] = manifest.scheduler
     sections["extra"] = dict(manifest.unknown)
@@ -172,6 +173,7 @@ def save(
     scheduler: Any = None,
     parent: Any = None,
     lineage: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
     durable: bool = True,
 ) -> Path:
     """Write ``model`` (an ``nn.Module``, the ``FitResult`` of ``fit``, or a loaded ``Model``) to ``path``.
@@ -184,7 +186,9 @@ def save(
     model. ``postprocessing`` (``"softmax"``, ``"sigmoid"``, ``"identity"`` or a
     post-processor) overrides the one chosen from the task, the loss, the output
     width and the final activation. ``optimizer``/``scheduler`` add their state;
-    ``parent`` (a path, a loaded ``Model`` or a content hash) records lineage. A
+    ``parent`` (a path, a loaded ``Model`` or a content hash) records lineage;
+    ``source`` (what ``import_model`` passes: the foreign file's name, SHA-256,
+    format and reader details) goes into the provenance. A
     ``FitResult`` supplies labels, preprocessing, history, test metrics and
     hyperparameters itself. The write is atomic: on any failure an existing
     file at ``path`` is untouched.
@@ -192,7 +196,7 @@ def save(
     given = {"labels": labels, "preprocessing": preprocessing, "postprocessing": postprocessing, "history": history,
              "metrics": metrics, "hyperparameters": hyperparameters, "task": task, "card": card, "lineage": lineage,
              "data_fingerprint": data_fingerprint, "signature": signature, "scheduler": scheduler,
-             "optimizer": optimizer, "extra": None}
+             "optimizer": optimizer, "extra": None, "source": source}
     module, spec, init, pieces = _unpack(model, spec, init, given)
     optimizer = pieces["optimizer"]
     if not isinstance(module, torch.nn.Module):
@@ -213,7 +217,7 @@ def save(
         architecture, task=pieces["task"], labels=pieces["labels"], preprocessing=pieces["preprocessing"],
         postprocessing=pieces["postprocessing"], signature=signature, history=pieces["history"],
         metrics=pieces["metrics"], hyperparameters=pieces["hyperparameters"],
-        provenance=provenance_record(pieces["data_fingerprint"]), card=pieces["card"],
+        provenance=provenance_record(pieces["data_fingerprint"], source=pieces["source"]), card=pieces["card"],
         lineage=lineage_record(parent, pieces["lineage"]), optimizer=optimizer_doc,
         scheduler=_scheduler_section(scheduler, pieces["scheduler"]),
         final_activation=spec.final_activation() if spec is not None else None,
