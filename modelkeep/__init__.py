@@ -50,6 +50,10 @@ _EXPORTS = {
     "seed_everything": "train", "CheckpointSettings": "train",
     # train: the seams fine-tuning and multi-process training plug into
     "Regularizer": "train", "GroupRule": "train", "ModePolicy": "train", "ProcessStrategy": "train",
+    # export: models out to ONNX and plain state dicts
+    "export_onnx": "export", "export_state_dict": "export", "ExportError": "errors",
+    # importers: models from elsewhere, in
+    "import_model": "importers", "ImportReport": "importers",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -54,6 +54,11 @@ class TrainingError(ModelkeepError, RuntimeError):
     """Training cannot go on: for example the loss became NaN or infinite."""
 
 
+class ExportError(ModelkeepError, RuntimeError):
+    """A model could not be sent out to another format, or the exported copy does not compute what the model does
+    (an ONNX file whose outputs in onnxruntime differ beyond the tolerance); nothing was written."""
+
+
 class StorageError(ModelkeepError, OSError):
     """A file or folder could not be written where asked: a folder in the way, no permission, a folder in use.
 

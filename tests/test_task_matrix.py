@@ -19,7 +19,7 @@ from modelkeep.data import dataset_from_arrays
 from modelkeep.nn import build
 from modelkeep.spec import load_spec
 
-VOCAB, SEQ = 20, 8
+from task_specs import SEQ, TOKEN_SPEC, VOCAB, dense_spec as _dense  # noqa: E402
 
 
 def _binary(rng, n):
@@ -44,16 +44,6 @@ def _tokens(rng, n):
     return (low + y[:, None] * (VOCAB // 2)).astype(np.int64), y.astype(np.int64)
 
 
-def _dense(inputs, units, dtype="float32"):
-    return {"layers": [{"kind": "Input", "shape": [inputs], "dtype": dtype},
-                       {"kind": "Dense", "units": 16, "activation": "relu"},
-                       {"kind": "Dense", "name": "head", "units": units}]}
-
-
-TOKEN_SPEC = {"layers": [{"kind": "Input", "name": "tokens", "shape": [SEQ], "dtype": "int64"},
-                         {"kind": "Embedding", "num_embeddings": VOCAB, "embedding_dim": 8},
-                         {"kind": "GlobalAvgPool", "data_format": "channels_last"},
-                         {"kind": "Dense", "name": "head", "units": 2}]}
 
 TASKS = {
     #  name: (data, spec, loss, what a good model reaches)

@@ -33,8 +33,10 @@ COMMAND_MODULES = [
     "predict",
     "diff",
     "convert",
+    "import_model",
     "checkpoints",
     "export_checkpoint",
+    "export",
 ]
 
 EXIT_USER_ERROR = 2
