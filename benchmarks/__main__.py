@@ -24,6 +24,8 @@ BENCHMARKS = [
     "bench_checkpoint",
     "bench_inspect",
     "bench_train",
+    "bench_onnx",
+    "bench_import",
 ]
 
 

@@ -1,1 +1,22 @@
-"""Send models out: ONNX (checked in onnxruntime), plain PyTorch state dicts and Keras files."""
+"""Send models out: ONNX (checked in onnxruntime), plain PyTorch state dicts and Keras files.
+
+* ``export_onnx(model, out)`` — an ONNX file with the saved preprocessing folded in, checked against the
+  model in onnxruntime before it is written (``onnx.py``, ``parity.py``); ``quantize="int8"`` (``quantize.py``);
+* ``export_state_dict(model, out)`` — a ``torch.save``d tensor dict, ``torch.load(weights_only=True)``-safe;
+* ``export_keras(model, out)`` — a Keras 3 ``.keras`` archive (``to_keras.py``).
+
+Torch, onnx and onnxruntime are imported when an export runs, not when this package is imported.
+"""
+from __future__ import annotations
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "export_onnx": "onnx", "OnnxExport": "onnx", "DEFAULT_TOLERANCE": "onnx",
+    "QuantizationReport": "quantize",
+    "export_state_dict": "state_dict",
+    "export_keras": "to_keras",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

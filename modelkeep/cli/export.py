@@ -1,0 +1,124 @@
+"""``modelkeep export FILE OUT [--format onnx|state-dict|keras]``: send a model to another runtime or framework.
+
+``onnx`` is ``modelkeep.export_onnx`` (checked in onnxruntime; the maximum absolute difference is printed,
+and the export fails, writing nothing, above ``--tolerance``); ``state-dict`` is
+``modelkeep.export_state_dict``; ``keras`` is ``modelkeep.export.to_keras.export_keras``. Without
+``--format``, OUT's extension chooses (``.onnx``, ``.pt``/``.pth``, ``.keras``). ``--data`` is read as
+``modelkeep evaluate --data`` reads it (a dataset name, a CSV, .npy/.npz file or image folder).
+"""
+from __future__ import annotations
+
+import argparse
+
+from ._options import TRUST_CODE, add_trust_code, naming_flags
+
+FORMATS = {"onnx": (".onnx",), "state-dict": (".pt", ".pth", ".bin"), "keras": (".keras",)}
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("export", help="export a model to ONNX (checked in onnxruntime), a plain "
+                                                "PyTorch state dict or a Keras file")
+    parser.add_argument("file", metavar="FILE", help="a modelkeep model file")
+    parser.add_argument("out", metavar="OUT", help="the file to write")
+    parser.add_argument("--format", choices=sorted(FORMATS),
+                        help="what to write (default: from OUT's extension: .onnx, .pt/.pth, .keras)")
+    parser.add_argument("--opset", type=_whole, help="ONNX opset version (default: the exporter's, 20 here)")
+    parser.add_argument("--tolerance", type=_non_negative, default=None,
+                        help="largest difference allowed between onnxruntime's outputs and the model's (default "
+                             "1e-4, relative for outputs larger than 1)")
+    parser.add_argument("--no-check", action="store_true", help="skip the parity check in onnxruntime")
+    parser.add_argument("--quantize", choices=["int8"], help="write an int8 model (onnxruntime quantization); with "
+                                                             "--data holding targets, the accuracy change is reported")
+    parser.add_argument("--data", metavar="DATA",
+                        help="real inputs for the check (and targets for the int8 accuracy): a dataset name, a "
+                             "CSV/.npy/.npz file or an image folder")
+    parser.add_argument("--static-batch", action="store_true", help="fix the ONNX batch axis at 1 row")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="add an ONNX output 'probabilities' equal to what predict reports (by default only "
+                             "the raw outputs, with the post-processing recorded in the file's metadata)")
+    parser.add_argument("--json", action="store_true", help="print what was written and measured as JSON")
+    add_trust_code(parser)
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    chosen = args.format or _format_of(args.out)
+    given = {"--opset": args.opset is not None, "--tolerance": args.tolerance is not None, "--no-check": args.no_check,
+             "--quantize": args.quantize, "--data": args.data, "--static-batch": args.static_batch,
+             "--probabilities": args.probabilities}
+    onnx_only = [flag for flag, present in given.items() if present]
+    if chosen != "onnx" and onnx_only:
+        raise ConfigError(f"{', '.join(onnx_only)} apply to --format onnx only, not to {chosen}")
+    with naming_flags(TRUST_CODE):
+        if chosen == "onnx":
+            return _onnx(args)
+        if chosen == "state-dict":
+            from ..export.state_dict import export_state_dict
+
+            path = export_state_dict(args.file, args.out, trust_code=args.trust_code)
+        else:
+            path = _keras(args)
+    _report(args, {"path": str(path), "format": chosen}, [f"wrote {path} ({chosen})"])
+    return 0
+
+
+def _onnx(args: argparse.Namespace) -> int:
+    from ..export.onnx import DEFAULT_TOLERANCE, export_onnx
+
+    result = export_onnx(args.file, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
+                         check=not args.no_check, data=args.data, quantize=args.quantize,
+                         tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+                         probabilities=args.probabilities, trust_code=args.trust_code)
+    _report(args, result.to_dict(), result.summary())
+    return 0
+
+
+def _keras(args: argparse.Namespace):
+    from ..artifact import load
+
+    try:
+        from ..export.to_keras import export_keras
+    except ImportError as exc:
+        from ..errors import ExportError
+
+        raise ExportError(f"Keras export is not available in this installation ({exc})") from None
+    return export_keras(load(args.file, trust_code=args.trust_code), args.out)
+
+
+def _report(args: argparse.Namespace, document: dict, lines: list[str]) -> None:
+    from ._output import print_json, printable
+
+    if args.json:
+        print_json(document)
+        return
+    for line in lines:  # plain lines, never wrapped: scripts grep for "max abs diff"
+        print(printable(line))
+
+
+def _format_of(out: str) -> str:
+    from ..errors import ConfigError
+
+    name = out.lower()
+    for chosen, suffixes in FORMATS.items():
+        if name.endswith(suffixes):
+            return chosen
+    raise ConfigError(f"cannot tell the format from {out!r}: give --format onnx, state-dict or keras (or name the "
+                      "file .onnx, .pt or .keras)")
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a finite number >= 0, got {text!r}")
+    return value
