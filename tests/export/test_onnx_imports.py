@@ -48,3 +48,39 @@ def test_minilm_from_a_hugging_face_folder_exports_with_its_tokenizer_recorded(t
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     embeddings = session.run(None, {"tokens": ids})[0]
     np.testing.assert_allclose(embeddings, model.predict(np.asarray(ids)).values, atol=1e-5)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ONNX_CORPUS = "pytorch-converted/test_Conv2d_depthwise_padded"
+
+
+def _real_inputs_and_outputs(kind: str):
+    """(source, inputs, what the original framework answered) of one real third-party or framework-written file."""
+    if kind == "keras2-h5":
+        data = ROOT / "importers" / "keras" / "data"
+        return data / "keras2_cnn.h5", np.load(data / "keras2_cnn_inputs.npy"), np.load(data / "keras2_cnn_outputs.npy")
+    if kind == "tf-savedmodel":
+        data = ROOT / "importers" / "savedmodel" / "data"
+        arrays = np.load(data / "cnn.npz")
+        return data / "cnn", arrays["inputs"], arrays["outputs"]
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / ONNX_CORPUS
+    if not folder.exists():
+        pytest.skip("the onnx package ships no backend test data here")
+    tensor = lambda name: numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / name)))
+    return folder / "model.onnx", tensor("input_0.pb"), tensor("output_0.pb")
+
+
+@pytest.mark.parametrize("kind", ["keras2-h5", "tf-savedmodel", "onnx"])
+def test_every_importable_format_exports_and_onnxruntime_agrees_with_the_original(kind, tmp_path):
+    import onnxruntime
+
+    source, inputs, expected = _real_inputs_and_outputs(kind)
+    import_model(source, tmp_path / "imported.safetensors", strict=True)
+    result = export_onnx(tmp_path / "imported.safetensors", tmp_path / "imported.onnx", data=inputs)
+    assert result.max_abs_diff <= 1e-5
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
