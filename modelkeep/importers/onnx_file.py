@@ -38,8 +38,7 @@ class OnnxReader:
         from . import onnx_shapes  # noqa: F401  (registers the shape operators)
         from .onnx_graph import GraphConverter
 
-        converter = GraphConverter(model.graph, constants, shapes)
-        converter.opset = _opset(model)
+        converter = GraphConverter(model.graph, constants, shapes, _opset(model))
         spec_dict, arrays = converter.convert()
         from ..spec import ModelSpec
 

@@ -38,8 +38,9 @@ def op(*names: str) -> Callable[[Handler], Handler]:
 class GraphConverter:
     """Turns one ``onnx.GraphProto`` (with inferred shapes) into a spec dict and its tensors."""
 
-    def __init__(self, graph: Any, constants: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
+    def __init__(self, graph: Any, constants: dict[str, np.ndarray], shapes: dict[str, tuple], opset: int) -> None:
         self.graph = graph
+        self.opset = opset                   # the standard operator set's version (defaults changed at 13)
         self.constants = constants           # value name -> array, folded at conversion time
         self.shapes = shapes                 # value name -> full shape (batch first; None where unknown)
         self.alias: dict[str, str] = {}      # value name -> the spec layer that computes it
@@ -142,7 +143,7 @@ def fold_constant(c: GraphConverter, node: Any) -> bool:
 
     graph = helper.make_graph([node], "fold", [helper.make_tensor_value_info(name, 0, None) for name in inputs],
                               [helper.make_tensor_value_info(name, 0, None) for name in node.output if name])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", getattr(c, "opset", 17))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", c.opset)])
     try:
         values = ReferenceEvaluator(model).run(None, {name: c.constants[name] for name in inputs})
     except Exception as exc:
@@ -376,14 +377,10 @@ def _fixed_activation(c: GraphConverter, node: Any) -> None:
 @op("Softmax")
 def _softmax(c: GraphConverter, node: Any) -> None:
     rank = c.rank(node)
-    axis = attributes(node).get("axis", 1 if _opset_before_13(c) else -1)
+    axis = attributes(node).get("axis", 1 if c.opset < 13 else -1)
     if axis % rank != rank - 1:
         raise c.refuse(node, f"softmax over axis {axis} of a rank-{rank} value; only the last axis is supported")
     c.add(c.node_name(node), "Softmax", [c.layer_input(node)], output=node.output[0])
-
-
-def _opset_before_13(c: GraphConverter) -> bool:
-    return getattr(c, "opset", 13) < 13
 
 
 __all__ = ["FOLDABLE", "GraphConverter", "OPS", "attributes", "fold_constant", "op", "spatial_fields"]
