@@ -21,7 +21,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "content), match its weights onto a network and write OUT, an ordinary modelkeep file whose "
                     "provenance records SRC's SHA-256 and format. Weights alone (a state dict) need --spec, --zoo "
                     "or --class; Keras files and Hugging Face folders carry their architecture.")
-    parser.add_argument("source", metavar="SRC", help="a .pt/.pth/.bin, safetensors, .keras/.h5 file or a model folder")
+    parser.add_argument("source", metavar="SRC", help="a .pt/.pth/.bin, safetensors, .keras/.h5 or .onnx file, or a "
+                                                      "Hugging Face or TensorFlow SavedModel folder")
     parser.add_argument("out", metavar="OUT", help="the modelkeep file to write (e.g. model.safetensors)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--spec", metavar="SPEC", help="a JSON/YAML spec file (or zoo name) the weights belong to")

@@ -106,9 +106,10 @@ def choose_reader(path: Path) -> Any:
                 return reader
         except (OSError, ValueError):
             continue
-    known = "; ".join(f"{r.format}: {r.description}" for r in readers())
+    known = ", ".join(r.format for r in readers())
     kind = _describe_unknown(head) if path.is_file() else "a folder without a model modelkeep knows"
-    raise FormatError(f"{path} is {kind}, which modelkeep cannot import. It reads {known}")
+    raise FormatError(f"{path} is {kind}, which modelkeep cannot import; it reads {known} "
+                      "(docs/interop.md describes each)")
 
 
 def _refuse_modelkeep(path: Path, head: bytes) -> None:
