@@ -1,5 +1,8 @@
 """``modelkeep train CONFIG.yaml [--run-dir DIR] [--restart] [--set key=value ...]``: train from a config, save, report.
 
+A config with ``base:`` (a model file or a zoo model) or a ``transfer:`` section fine-tunes
+(``modelkeep.transfer.config``); the run folder, checkpoints and resuming are the same.
+
 Run again on the same folder, the command resumes from the newest good checkpoint in
 ``DIR/checkpoints``; ``--restart`` moves those into ``DIR/checkpoints/previous/`` and starts over.
 SIGTERM or Ctrl-C saves a checkpoint at the next step and prints the command that resumes.
@@ -23,12 +26,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="start over: move the run folder's checkpoints into checkpoints/previous/ "
                              "(replacing an older previous/) instead of resuming from them")
+    add_run_output_flags(parser)
+    parser.set_defaults(handler=handle)
+
+
+def add_run_output_flags(parser: argparse.ArgumentParser) -> None:
+    """--quiet / --progress and --json, shared by the commands that run training (train, finetune)."""
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress output")
     output.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                         help="progress bar in a terminal (auto), always a bar, or one line per epoch")
     parser.add_argument("--json", action="store_true", help="print the test metrics as JSON")
-    parser.set_defaults(handler=handle)
 
 
 class _ResumeNotice:
@@ -48,16 +56,21 @@ class _ResumeNotice:
 
 def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     """The command that continues this run: the same one, with the run folder spelled out and no --restart."""
-    command = ["modelkeep", "train", str(args.config), "--run-dir", str(run_dir)]
+    return shlex.join(["modelkeep", "train", str(args.config), "--run-dir", str(run_dir), *run_flags(args)])
+
+
+def run_flags(args: argparse.Namespace) -> list[str]:
+    """The --set, --quiet/--progress and --json flags of a run, as a resume command repeats them."""
+    flags = []
     for override in args.overrides:
-        command += ["--set", override]
+        flags += ["--set", override]
     if args.quiet:
-        command.append("--quiet")
+        flags.append("--quiet")
     elif args.progress != "auto":
-        command += ["--progress", args.progress]
+        flags += ["--progress", args.progress]
     if args.json:
-        command.append("--json")
-    return shlex.join(command)
+        flags.append("--json")
+    return flags
 
 
 def _show_checkpoint_warnings(message, category, filename, lineno, file=None, line=None) -> None:
@@ -67,15 +80,27 @@ def _show_checkpoint_warnings(message, category, filename, lineno, file=None, li
 
 
 def handle(args: argparse.Namespace) -> int:
+    from ..train.config import check_run_name
+    from ..transfer.config import load_training_config, run_config
+
+    # A config with `base:` or a `transfer:` section fine-tunes (modelkeep.transfer.config); any other trains.
+    config = load_training_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / check_run_name(config.raw.get("name") or Path(args.config).stem)
+    return run_and_report(args, run_dir, lambda **options: run_config(config, run_dir, **options),
+                          resume_command(args, run_dir))
+
+
+def run_and_report(args: argparse.Namespace, run_dir: Path, run, resume: str) -> int:
+    """Run ``run(progress=..., callbacks=...)`` (a training run writing ``run_dir``) with ``--restart``,
+    checkpoint warnings and interruption handled, then print where the model went and its test metrics.
+    ``resume`` is the command that continues the run (printed when it is interrupted)."""
     import warnings
 
     from ..checkpoint.manager import CheckpointWarning
-    from ..errors import TrainingInterrupted
     from ..checkpoint.storage import set_aside_checkpoints
-    from ..train.config import CHECKPOINTS, check_run_name, load_config, run_training
+    from ..errors import TrainingInterrupted
+    from ..train.config import CHECKPOINTS
 
-    config = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / check_run_name(config.raw.get("name") or Path(args.config).stem)
     # Status lines go to stderr when stdout carries JSON.
     status = sys.stderr if args.json else sys.stdout
     if args.restart:
@@ -90,16 +115,21 @@ def handle(args: argparse.Namespace) -> int:
             _show_checkpoint_warnings(message, category, *rest) if issubclass(category, CheckpointWarning)
             else previous(message, category, *rest))
         try:
-            run = run_training(config, run_dir, progress=False if args.quiet else args.progress,
-                               callbacks=[_ResumeNotice(status)])
+            result = run(progress=False if args.quiet else args.progress, callbacks=[_ResumeNotice(status)])
         except TrainingInterrupted as stop:
-            print(stop.resume_message(resume_command(args, run_dir)), file=sys.stderr, flush=True)
+            print(stop.resume_message(resume), file=sys.stderr, flush=True)
             return stop.exit_code
+    report(args, result)
+    return 0
+
+
+def report(args: argparse.Namespace, run) -> None:
+    """What a finished run prints: JSON with ``--json``, else where it saved and the test metrics."""
     result = run.result
     if args.json:
         print_json({"run_dir": str(run.run_dir), "model": str(run.model_path), "test": result.test_metrics,
                     "epochs_run": len(result.history), "best_epoch": result.best_epoch})
-        return 0
+        return
     out = console()
     if result.stopped_early:
         out.print(f"early stopping after epoch {len(result.history)}; restored the weights of epoch {result.best_epoch}")
@@ -107,4 +137,3 @@ def handle(args: argparse.Namespace) -> int:
     if result.test_metrics:
         rows = [[name, f"{value:.4f}"] for name, value in result.test_metrics.items()]
         out.print(table("test metrics (evaluated once, after training)", ["metric", "value"], rows, right={"value"}))
-    return 0

@@ -81,8 +81,12 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[
     return _apply_overrides(document, overrides, error=ConfigError, promote=_promote)
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read and validate a config (a YAML/JSON file or a dict), with ``--set`` style overrides."""
+def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = (), *,
+                extra_keys: Sequence[str] = ()) -> TrainConfig:
+    """Read and validate a config (a YAML/JSON file or a dict), with ``--set`` style overrides.
+
+    ``extra_keys`` are keys a higher layer reads (``modelkeep.transfer.config``: ``base``, ``transfer``); a
+    document holding one of them may leave out ``model``, and that layer checks the rest."""
     base_dir = Path.cwd()
     if isinstance(source, dict):
         document = source
@@ -105,14 +109,15 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
     if not isinstance(document, dict):
         raise ConfigError("a training config must be a mapping of keys (model, data, loss, ...)")
     document = apply_overrides(document, overrides)
-    unknown = sorted(set(document) - KNOWN_KEYS)
+    known = KNOWN_KEYS | frozenset(extra_keys)
+    unknown = sorted(set(document) - known)
     if unknown:
         import difflib
 
-        hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, KNOWN_KEYS, 1)[0]!r}?)"
-                 if difflib.get_close_matches(u, KNOWN_KEYS, 1) else repr(u) for u in unknown]
-        raise ConfigError(f"unknown config key(s) {', '.join(hints)}; known keys: {', '.join(sorted(KNOWN_KEYS))}")
-    for required in ("model", "data"):
+        hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, known, 1)[0]!r}?)"
+                 if difflib.get_close_matches(u, known, 1) else repr(u) for u in unknown]
+        raise ConfigError(f"unknown config key(s) {', '.join(hints)}; known keys: {', '.join(sorted(known))}")
+    for required in ("data",) if set(extra_keys) & set(document) else ("model", "data"):
         if required not in document:
             raise ConfigError(f"the config has no {required!r}; see examples/ for complete configs")
     if "name" in document:
@@ -163,12 +168,21 @@ def _data_settings(config: TrainConfig) -> tuple[str, dict[str, Any], tuple[floa
     return source, options, (float(fractions[0]), float(fractions[1]), float(fractions[2])), split_seed
 
 
-def load_config_data(config: TrainConfig):
-    """The whole dataset the config names (not yet split)."""
+def load_config_data(config: TrainConfig, **read_options: Any):
+    """The whole dataset the config names (not yet split); ``read_options`` (a model's ``input_shape``,
+    ``labels``) go to the reader beside the config's own."""
     from ..data.datasets import load_data
 
     source, options, _, _ = _data_settings(config)
-    return load_data(source, **options)
+    return load_data(source, **options, **read_options)
+
+
+def split_config_data(config: TrainConfig, dataset: Any):
+    """The config's train/validation/test split of ``dataset`` (``data.split``, seeded by ``data.seed``)."""
+    from ..data.split import split_dataset
+
+    _, _, fractions, split_seed = _data_settings(config)
+    return split_dataset(dataset, fractions=fractions, seed=split_seed)
 
 
 def build_model(config: TrainConfig, dataset: Any):
@@ -270,41 +284,44 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     Checkpoints go to ``run_dir/checkpoints``; with ``resume`` a folder that holds some continues
     from the newest good one (``resume=False`` moves them into ``checkpoints/previous/`` first).
     """
-    import yaml
-
-    from ..artifact import save
-    from ..io.atomic import atomic_write_text
-    from ..data.split import split_dataset
-    from .fit import fit
-
     from ..io.lock import FolderLock
+    from .fit import fit
 
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir)  # before any data is read or step taken: a folder that cannot be written fails now
     with FolderLock(run_dir, purpose="training run"):  # a second training on this folder is refused
         dataset = load_config_data(config)
-        _, _, fractions, split_seed = _data_settings(config)
         model = build_model(config, dataset)
-        dataset = _data_for_model(dataset, model)
-        splits = split_dataset(dataset, fractions=fractions, seed=split_seed)
+        splits = split_config_data(config, _data_for_model(dataset, model))
         result = fit(model, splits.train, splits.validation if len(splits.validation) else None,
                      splits.test if len(splits.test) else None, **fit_options(config, progress=progress),
                      checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks))
-        source, options, _, _ = _data_settings(config)
-        result.hyperparameters["data"] = {"source": str(config["data"]["name"] if isinstance(config["data"], dict) and "name" in config["data"] else source),
-                                          "options": options, "split": list(fractions), "split_seed": split_seed}
-        card = config.raw.get("card")
-        model_path = save(result, run_dir / "model.safetensors", **({"card": card} if card else {}))
-        from .history import write_history
+        return save_run(config, result, run_dir)
 
-        files = [model_path, *write_history(result.history, run_dir)]
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
-        files.append(run_dir / "config.yaml")
-        document = {"test": _json_safe(result.test_report), "best_epoch": result.best_epoch,
-                    "stopped_early": result.stopped_early, "epochs_run": len(result.history)}
-        atomic_write_text(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
-        files.append(run_dir / "metrics.json")
-        return TrainRun(result, run_dir, model_path, files)
+
+def save_run(config: TrainConfig, result: Any, run_dir: Path, *, model_path: str | Path | None = None) -> TrainRun:
+    """Write a finished run's model file (``run_dir/model.safetensors`` unless ``model_path``), history,
+    curves, config and metrics; the data source and split go into the file's hyperparameters."""
+    import yaml
+
+    from ..artifact import save
+    from ..io.atomic import atomic_write_text
+    from .history import write_history
+
+    source, options, fractions, split_seed = _data_settings(config)
+    data = config["data"]
+    result.hyperparameters["data"] = {"source": str(data["name"] if isinstance(data, dict) and "name" in data else source),
+                                      "options": options, "split": list(fractions), "split_seed": split_seed}
+    card = config.raw.get("card")
+    model_path = save(result, model_path or run_dir / "model.safetensors", **({"card": card} if card else {}))
+    files = [model_path, *write_history(result.history, run_dir)]
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
+    files.append(run_dir / "config.yaml")
+    document = {"test": _json_safe(result.test_report), "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early, "epochs_run": len(result.history)}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
+    files.append(run_dir / "metrics.json")
+    return TrainRun(result, run_dir, Path(model_path), files)
 
 
 def prepare_run_dir(run_dir: Path) -> None:
