@@ -54,6 +54,8 @@ _EXPORTS = {
     "export_onnx": "export", "export_state_dict": "export", "ExportError": "errors",
     # importers: models from elsewhere, in
     "import_model": "importers", "ImportReport": "importers",
+    # transfer: fine-tuning a model that starts from another
+    "finetune": "transfer", "TransferSettings": "transfer", "summary": "transfer",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

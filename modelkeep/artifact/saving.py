@@ -89,7 +89,8 @@ def _unpack(model: Any, spec: Any, init: Any, given: dict[str, Any]) -> tuple[An
         inherited = {"labels": result.labels, "preprocessing": result.preprocessing, "history": result.history,
                      "metrics": {f"test_{k}": v for k, v in result.test_metrics.items()} if result.test_metrics else None,
                      "hyperparameters": result.hyperparameters, "task": result.task,
-                     "data_fingerprint": result.data_fingerprint}
+                     "data_fingerprint": result.data_fingerprint,
+                     "lineage": getattr(result, "lineage", None)}  # a fine-tune's result carries its lineage
     if isinstance(model, Model):  # re-saving a loaded model keeps every section unless told otherwise
         loaded = model
         model, spec = loaded.module, spec or loaded.spec
