@@ -59,6 +59,9 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
                      "param_groups": len(manifest.optimizer.get("param_groups") or []),
                      "bytes": sizes["optimizer_bytes"]}
     weights = [e for e in header.tensors.values() if not e.name.startswith(RESERVED_PREFIX)]
+    tuned = transfer_view(manifest.lineage, manifest.hyperparameters,
+                          [(row["name"], row.get("parameters") or 0) for row in described.layers])
+    layers = [{**row, **tuned[row["name"]]} if tuned and row.get("parameters") else row for row in described.layers]
     return {
         "path": str(header.path),
         "format_version": manifest.format_version,
@@ -70,7 +73,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         "architecture": described.summary,
         "total_parameters": described.total,
         "trainable_parameters": described.trainable,
-        "layers": described.layers,
+        "layers": layers,
         "task": manifest.task,
         "labels": manifest.labels,
         "signature": manifest.signature,
@@ -83,6 +86,7 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         "provenance": manifest.provenance,
         "card": manifest.card,
         "lineage": manifest.lineage,
+        "transfer": (manifest.lineage or {}).get("transfer") if tuned else None,
         "optimizer": optimizer,
         "scheduler": (manifest.scheduler or {}).get("class") if manifest.scheduler else None,
         "content_hash": content_hash(header, integrity),
@@ -90,3 +94,30 @@ def describe(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str,
         "integrity": verification,
         "unknown_sections": sorted(manifest.unknown),
     }
+
+
+def transfer_view(lineage: Any, hyperparameters: Any,
+                  layers: list[tuple[str, int]]) -> dict[str, dict[str, Any]] | None:
+    """Per layer (``(name, parameter count)``, input first) of a fine-tuned file, from its lineage's transfer
+    record: whether it trained (None when the record does not say) and its learning rate before any
+    schedule: the run's, scaled by ``discriminative ** (L - l)`` for the l-th of the L layers with
+    parameters when the record says so; None when explicit groups set it. None for a file not fine-tuned."""
+    lineage = lineage if isinstance(lineage, dict) else {}
+    record = lineage.get("transfer")
+    if not isinstance(record, dict):
+        return None
+    trained = lineage.get("trained_layers", record.get("trained_layers"))
+    trained = None if not isinstance(trained, list) else {str(n).removeprefix("layers.") for n in trained}
+    rate = (hyperparameters or {}).get("learning_rate")
+    decay = record.get("discriminative")
+    if record.get("groups") or not isinstance(rate, (int, float)):
+        rate = None
+    with_parameters = [name for name, count in layers if count]
+    view = {}
+    for name, count in layers:
+        did = None if trained is None or not count else name in trained
+        learning_rate = rate
+        if rate is not None and isinstance(decay, (int, float)) and name in with_parameters:
+            learning_rate = rate * decay ** (len(with_parameters) - 1 - with_parameters.index(name))
+        view[name] = {"trained": did, "learning_rate": None if did is False or not count else learning_rate}
+    return view

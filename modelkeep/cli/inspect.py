@@ -41,6 +41,29 @@ def _pairs(record: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in record.items())
 
 
+def _trained(value: Any) -> str:
+    return "" if value is None else ("yes" if value else "frozen")
+
+
+def _setting(value: Any) -> str:
+    """A transfer setting in a line: ``[0, conv*]``, ``(alpha=0.01, beta=0)``."""
+    if isinstance(value, dict):
+        return "(" + _pairs(value) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_setting(v) for v in value) + "]"
+    return str(value)
+
+
+def _settings_line(transfer: dict[str, Any]) -> str:
+    """The transfer settings that differ from plain full fine-tuning, in one line."""
+    settings = {k: v for k, v in transfer.items() if v not in (None, [], {}, 0, "train") and k != "trained_layers"}
+    return ", ".join(f"{k}={_setting(v)}" for k, v in settings.items()) or "full fine-tuning, default settings"
+
+
+def _rate(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
 def _architecture_line(summary: dict[str, Any]) -> str:
     """One line for any architecture codec's summary: its name and size, a class reference, and its note."""
     kind = summary.get("type")
@@ -73,9 +96,16 @@ def handle(args: argparse.Namespace) -> int:
     arch = info["architecture"]
     rows = [[r["name"], r["kind"], "x".join(map(str, r["output_shape"] or [])),
              f"{r['parameters']:,}"] for r in info["layers"]]
-    out.print(table(info["path"], ["layer", "kind", "output shape", "parameters"], rows, right={"parameters"}))
+    columns = ["layer", "kind", "output shape", "parameters"]
+    if info.get("transfer") is not None:  # a fine-tuned file: which layers trained, at which rate
+        columns += ["trained", "learning rate"]
+        for row, layer in zip(rows, info["layers"]):
+            row += [_trained(layer.get("trained")), _rate(layer.get("learning_rate"))]
+    out.print(table(info["path"], columns, rows, right={"parameters", "learning rate"}))
     say(f"architecture {_architecture_line(arch)}")
-    say(f"parameters   {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable)")
+    trained = sum(r["parameters"] for r in info["layers"] if r.get("trained"))
+    say(f"parameters   {info['total_parameters']:,} ({info['trainable_parameters']:,} trainable"
+        + (f", {trained:,} trained in the fine-tune)" if info.get("transfer") is not None else ")"))
     sizes = info["sizes"]
     say(f"file         {_bytes(info['file_bytes'])}: header {_bytes(sizes['header_bytes'])}, weights "
               f"{_bytes(sizes['weight_bytes'])}"
@@ -108,6 +138,8 @@ def handle(args: argparse.Namespace) -> int:
     if lineage.get("parent"):
         say(f"lineage      {lineage.get('relation', 'child')} of {lineage['parent'].get('content_hash')}"
                   + (f" ({lineage['parent']['source']})" if lineage["parent"].get("source") else ""))
+    if info.get("transfer") is not None:
+        say("fine-tune    " + _settings_line(info["transfer"]))
     say(f"content hash {info['content_hash']}")
     integrity = info["integrity"]
     if integrity["verified"]:

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "cv",
+    "finetune",
     "inspect",
     "predict",
     "diff",

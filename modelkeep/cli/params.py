@@ -1,4 +1,8 @@
-"""``modelkeep params NAME_OR_SPEC_FILE``: the per-layer parameter table of a zoo model or a spec file."""
+"""``modelkeep params NAME_OR_SPEC_FILE``: the per-layer parameter table of a zoo model, a spec file or a model file.
+
+A spec's ``trainable: false`` layers show as frozen; for a fine-tuned model file the table also shows
+which layers trained and each one's learning rate, from the file's lineage (``artifact.inspection``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +17,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "params", help="count the parameters of a zoo model or a spec, layer by layer",
         description="Count parameters per layer with the formula behind each number, without allocating weights.",
     )
-    parser.add_argument("spec", metavar="NAME_OR_SPEC_FILE", help="a zoo model name (see `modelkeep zoo list`) "
-                                                                   "or a spec file (.json, .yaml)")
+    parser.add_argument("spec", metavar="NAME_OR_SPEC_FILE", help="a zoo model name (see `modelkeep zoo list`), "
+                                                                   "a spec file (.json, .yaml) or a model file "
+                                                                   "(.safetensors)")
     add_spec_options(parser)
     parser.add_argument("--dtype", default="float32", help="dtype for the memory column (default float32)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -59,13 +64,51 @@ def resolve(args: argparse.Namespace):
 def handle(args: argparse.Namespace) -> int:
     from ..spec import count_parameters
 
-    spec = resolve(args)
+    if args.spec.endswith(".safetensors"):
+        spec, rates = _model_file(args.spec)
+    else:
+        spec, rates = resolve(args), None
     report = count_parameters(spec, dtype=args.dtype)
+    if rates is not None:
+        report = _with_training(report, rates)
     if args.json:
-        print_json({"name": spec.name, **report.to_dict()})
+        document = {"name": spec.name, **report.to_dict()}
+        for row in document["layers"] if rates is not None else ():
+            row["learning_rate"] = rates.get(row["name"], {}).get("learning_rate")
+        print_json(document)
         return 0
-    print_report(report, title=spec.name)
+    print_report(report, title=spec.name, rates=rates)
     return 0
+
+
+def _model_file(path: str):
+    """A model file's spec, and per layer whether it trained and at which rate (a fine-tuned file's lineage;
+    else every layer at the run's learning rate, when the file records one)."""
+    from ..artifact.inspection import transfer_view
+    from ..artifact.manifest import read_manifest
+    from ..artifact.spec_codec import spec_of
+    from ..spec import count_parameters
+
+    _, manifest = read_manifest(path, verify=True)
+    if (manifest.architecture or {}).get("type") != "spec":
+        raise SpecError(f"{path} holds a {manifest.architecture.get('type')} architecture, not a spec; "
+                        "`modelkeep inspect` describes it")
+    spec = spec_of(manifest.architecture, path)
+    layers = [(row.name, row.parameters) for row in count_parameters(spec).layers]
+    view = transfer_view(manifest.lineage, manifest.hyperparameters, layers)
+    if view is None:
+        rate = (manifest.hyperparameters or {}).get("learning_rate")
+        view = {name: {"trained": None, "learning_rate": rate if count else None} for name, count in layers}
+    return spec, view
+
+
+def _with_training(report, rates: dict[str, dict[str, Any]]):
+    """The report with the layers a fine-tune kept frozen counted as frozen."""
+    from dataclasses import replace
+
+    rows = tuple(replace(row, trainable=0) if rates.get(row.name, {}).get("trained") is False else row
+                 for row in report.layers)
+    return replace(report, layers=rows)
 
 
 def _human_bytes(n: int) -> str:
@@ -76,7 +119,7 @@ def _human_bytes(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
-def print_report(report, title: str | None = None) -> None:
+def print_report(report, title: str | None = None, rates: dict[str, dict[str, Any]] | None = None) -> None:
     rows = []
     notes: list[str] = []
     for r in report.layers:
@@ -86,18 +129,23 @@ def print_report(report, title: str | None = None) -> None:
                 notes.append(r.note)
             formula += f" [{notes.index(r.note) + 1}]"
         state = "" if not r.parameters else ("frozen" if r.frozen else "yes")
+        rate = (rates or {}).get(r.name, {}).get("learning_rate") if r.parameters and not r.frozen else None
         rows.append([r.name, r.kind, "x".join(map(str, r.output_shape)) if r.output_shape else "",
-                     f"{r.parameters:,}", state, f"{r.buffers:,}" if r.buffers else "", formula])
+                     f"{r.parameters:,}", state, f"{rate:.3g}" if isinstance(rate, (int, float)) else "",
+                     f"{r.buffers:,}" if r.buffers else "", formula])
     from rich.table import Table
 
     out = console()
     if not out.is_terminal:
         out.width = max(out.width, 160)  # piped output: keep formulas on one line
     grid = Table(title=None if title is None else literal(title), title_justify="left")  # a spec file's name
-    for column in ("layer", "kind", "output shape", "parameters", "trainable", "buffers", "formula"):
-        numeric = column in ("parameters", "buffers")
+    for column in ("layer", "kind", "output shape", "parameters", "trainable", "learning rate", "buffers", "formula"):
+        numeric = column in ("parameters", "buffers", "learning rate")
         grid.add_column(column, justify="right" if numeric else "left", no_wrap=column != "formula",
                         overflow="fold")
+    if rates is None:  # a spec or zoo model: no learning rates to show
+        rows = [row[:5] + row[6:] for row in rows]
+        grid.columns.pop(5)
     for row in rows:
         grid.add_row(*(literal(cell) for cell in row))
     out.print(grid)
