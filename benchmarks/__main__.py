@@ -26,6 +26,7 @@ BENCHMARKS = [
     "bench_train",
     "bench_onnx",
     "bench_import",
+    "bench_transfer",
 ]
 
 

@@ -264,7 +264,7 @@ class SavedModelReader:
         left = sorted(key for key in bundle.entries if key not in arrays and key != OBJECT_GRAPH_KEY)
         details = {"container": "tf-keras SavedModel", "keras_version": config.pop("keras_version"),
                    "variables": len(arrays), "skipped_variables": len(left)}
-        from .keras.convert import keras_to_imported  # helper D's converter: config + weights -> spec + tensors
+        from .keras.convert import keras_to_imported  # config + weights -> spec + tensors
 
         imported = keras_to_imported(config, weights, format=self.format, details=details)
         if left:
