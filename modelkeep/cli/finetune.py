@@ -21,7 +21,9 @@ _SETTINGS: list[tuple[str, str, str | None, Any, str]] = [
     ("--freeze", "freeze", "transfer", str,
      "what stays frozen: all_but_head, all, or layer indices, names and globs (conv*); repeatable"),
     ("--unfreeze-every", "unfreeze_every", "transfer", int,
-     "gradual unfreezing: one more layer, from the head towards the input, every N epochs"),
+     "gradual unfreezing: one more block, from the head towards the input, every N epochs"),
+    ("--blocks", "blocks", "transfer", str,
+     "what a block is for --unfreeze-every: auto (from the layer names), layers, or globs (layer1_*); repeatable"),
     ("--discriminative", "discriminative", "transfer", float,
      "per-layer learning rates: layer l gets lr * A**(L - l), the head lr (0 < A <= 1)"),
     ("--l2sp", "l2sp", "transfer", float, "L2-SP: ALPHA/2 ||w - w0||^2 toward the base's weights"),
@@ -48,7 +50,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("base", metavar="BASE", help="a model file (.safetensors) or a zoo model name (random initial weights)")
     parser.add_argument("data", metavar="DATA", help="a dataset name (digits, ...) or a CSV/.npy/.npz file or image folder")
     for flag, key, _, kind, text in _SETTINGS:
-        extra = {"action": "append", "metavar": "SEL"} if key == "freeze" else {"metavar": _METAVARS.get(key, "N")}
+        repeatable = {"freeze": "SEL", "blocks": "BLOCK"}
+        extra = ({"action": "append", "metavar": repeatable[key]} if key in repeatable
+                 else {"metavar": _METAVARS.get(key, "N")})
         extra.update({"choices": ["frozen", "train", "reestimate"], "metavar": None} if key == "batchnorm" else {})
         parser.add_argument(flag, dest=key, type=kind, help=text, **extra)
     parser.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder: checkpoints, history, curves (default: "
@@ -79,6 +83,9 @@ def config_document(args: argparse.Namespace) -> dict[str, Any]:
         transfer["freeze"] = chosen[0]
     elif chosen is not None:  # layer indices are numbers; names and globs stay text
         transfer["freeze"] = [int(s) if s.lstrip("-").isdigit() else s for s in chosen]
+    blocks = transfer.get("blocks")
+    if blocks is not None and len(blocks) == 1 and blocks[0] in ("auto", "layers"):
+        transfer["blocks"] = blocks[0]
     document["transfer"] = transfer
     return document
 

@@ -137,7 +137,7 @@ def _freeze_plan(view: Transferable, settings: TransferSettings, new: list[str])
     if settings.staged:
         layers = view.layers()
         stages = plan_stages(layers, view.head_index, never, probe_epochs=settings.probe_epochs,
-                             unfreeze_every=settings.unfreeze_every)
+                             unfreeze_every=settings.unfreeze_every, blocks=settings.blocks)
         set_trainable(model, [n for stage in stages for n in stage.names], False)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("nothing is left to train: every parameter is frozen; freeze fewer layers or give head=N")

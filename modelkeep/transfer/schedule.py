@@ -10,13 +10,15 @@ it was made from: a resume with other settings is refused rather than mixing two
 """
 from __future__ import annotations
 
+import fnmatch
+import re
 from typing import Any, Sequence
 
 from ..errors import ConfigError
 from .batchnorm import release_unfrozen
 from .selectors import Layer
 
-__all__ = ["Stage", "UnfreezeSchedule", "plan_stages"]
+__all__ = ["Stage", "UnfreezeSchedule", "group_blocks", "plan_stages"]
 
 
 class Stage:
@@ -31,13 +33,48 @@ class Stage:
         return f"Stage(epoch={self.epoch}, layers={list(self.layers)})"
 
 
+def block_key(short: str) -> str:
+    """The block a layer belongs to, from its name: up to its first index (``layer1_0_conv1`` -> ``layer1_0``,
+    ``features_3_conv_0_0`` -> ``features_3``, BERT's ``layer_5`` -> ``layer_5``); a name without one is its own."""
+    match = re.match(r"^(.*?[A-Za-z][A-Za-z0-9]*_\d+)(?:_|$)", short)
+    return match.group(1) if match else short
+
+
+def group_blocks(layers: Sequence[Layer], blocks: Any) -> list[list[Layer]]:
+    """``layers`` (in order) cut into blocks: runs of neighbours that share a block.
+
+    ``"layers"``: every layer alone. ``"auto"``: the block in the layer's name (``block_key``), so a zoo
+    ResNet unfreezes residual block by residual block. A list of globs: the layers whose names match the
+    same glob form one block; a layer matching none is a block of its own.
+    """
+    def key(layer: Layer) -> str:
+        if blocks == "layers":
+            return f"layer:{layer.short}"
+        if blocks == "auto":
+            return f"auto:{block_key(layer.short)}"
+        for pattern in blocks:
+            if fnmatch.fnmatchcase(layer.short, pattern):
+                return f"glob:{pattern}"
+        return f"layer:{layer.short}"
+
+    grouped: list[tuple[str, list[Layer]]] = []
+    for layer in layers:
+        k = key(layer)
+        if grouped and grouped[-1][0] == k:
+            grouped[-1][1].append(layer)
+        else:
+            grouped.append((k, [layer]))
+    return [members for _, members in grouped]
+
+
 def plan_stages(layers: Sequence[Layer], head: int, frozen: set[str], *, probe_epochs: int,
-                unfreeze_every: int | None) -> list[Stage]:
+                unfreeze_every: int | None, blocks: Any = "auto") -> list[Stage]:
     """The stages after the first (the head and what follows it train from the start).
 
     Linear probe alone: everything not ``frozen`` at epoch ``probe_epochs``. Gradual unfreezing: the
-    ``k``-th layer below the head at epoch ``k·N`` — or, after a probe of ``P`` epochs, at
-    ``P + (k−1)·N`` (the probe is the first stage, of its own length). ``frozen`` layers never join.
+    ``k``-th block below the head (``group_blocks``) at epoch ``k·N`` — or, after a probe of ``P``
+    epochs, at ``P + (k−1)·N`` (the probe is the first stage, of its own length). ``frozen`` layers
+    never join.
     """
     below = [layer for layer in reversed(layers[:head])]
     stages: list[Stage] = []
@@ -47,12 +84,13 @@ def plan_stages(layers: Sequence[Layer], head: int, frozen: set[str], *, probe_e
             stages.append(Stage(probe_epochs, names, [layer.name for layer in below
                                                       if any(n not in frozen for n in layer.parameters)]))
         return stages
-    for k, layer in enumerate(below, start=1):
-        names = [n for n in layer.parameters if n not in frozen]
+    for k, block in enumerate(group_blocks(below, blocks), start=1):   # a frozen block's turn passes unused
+        names = [n for layer in block for n in layer.parameters if n not in frozen]
         if not names:
             continue
         epoch = probe_epochs + (k - 1) * unfreeze_every if probe_epochs else k * unfreeze_every
-        stages.append(Stage(epoch, names, [layer.name]))
+        stages.append(Stage(epoch, names, [layer.name for layer in block
+                                           if any(n not in frozen for n in layer.parameters)]))
     return stages
 
 

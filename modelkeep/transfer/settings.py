@@ -33,6 +33,17 @@ def _check_selector(item: Any) -> Any:
     return item
 
 
+def _normalize_blocks(value: Any) -> Any:
+    if value in ("auto", "layers"):
+        return value
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ConfigError(f"blocks must be 'auto', 'layers' or a list of globs on layer names (one block each), "
+                      f"got {shorten_value(value)}")
+
+
 def _normalize_freeze(value: Any) -> Any:
     if value is None:
         return None
@@ -101,7 +112,9 @@ class TransferSettings:
     ``"all_but_head"``, ``"all"`` (every pretrained layer; a new head still trains) or selectors —
     layer indices (``-1`` is the head), layer names (``"conv1"``) or glob patterns on parameter names
     (``"layers.conv*"``); frozen layers never train. ``unfreeze_every``: gradual unfreezing, one more
-    layer (from the head towards the input) every N epochs. ``discriminative``: layer ``l`` of ``L``
+    block (from the head towards the input) every N epochs; ``blocks`` says what a block is: ``"auto"``
+    (from the layer names: ``layer1_0_conv1`` and ``layer1_0_bn1`` are block ``layer1_0``), ``"layers"``
+    (each layer) or a list of globs on layer names, one block each. ``discriminative``: layer ``l`` of ``L``
     trains at ``lr · alpha^(L − l)``. ``groups``: explicit ``GroupRule``s (first match wins, before the
     discriminative rates). ``l2sp``: ``alpha/2 ‖w − w₀‖²`` toward the base weights plus ``beta/2 ‖w‖²``
     on new ones. ``batchnorm``: ``"train"`` (statistics move in layers that train), ``"frozen"``
@@ -115,6 +128,7 @@ class TransferSettings:
     head: int | None = None
     freeze: Any = None
     unfreeze_every: int | None = None
+    blocks: Any = "auto"
     discriminative: float | None = None
     groups: tuple[Any, ...] = ()
     l2sp: Any = None
@@ -128,6 +142,7 @@ class TransferSettings:
         set_(self, "freeze", _normalize_freeze(self.freeze))
         if self.unfreeze_every is not None:
             _whole(self.unfreeze_every, "unfreeze_every", minimum=1)
+        set_(self, "blocks", _normalize_blocks(self.blocks))
         if self.discriminative is not None:
             if not (_number(self.discriminative) and 0 < self.discriminative <= 1):
                 raise ConfigError(f"discriminative must be a number in (0, 1] (the per-layer decay of the learning "
@@ -163,7 +178,9 @@ class TransferSettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, every field (what the lineage records and a resume compares)."""
         return {"head": self.head, "freeze": list(self.freeze) if isinstance(self.freeze, tuple) else self.freeze,
-                "unfreeze_every": self.unfreeze_every, "discriminative": self.discriminative,
+                "unfreeze_every": self.unfreeze_every,
+                "blocks": list(self.blocks) if isinstance(self.blocks, tuple) else self.blocks,
+                "discriminative": self.discriminative,
                 "groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in self.groups],
                 "l2sp": dict(self.l2sp) if self.l2sp else None, "batchnorm": self.batchnorm,
                 "probe_epochs": self.probe_epochs}

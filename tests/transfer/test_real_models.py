@@ -13,6 +13,7 @@ import modelkeep
 from modelkeep.artifact import load, save
 from modelkeep.data import dataset_from_arrays
 from modelkeep.transfer import finetune
+from modelkeep.transfer.schedule import block_key
 from transfer_helpers import snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +34,9 @@ def test_a_small_resnet_through_gradual_unfreezing_l2sp_reestimation_and_discrim
                       l2sp={"alpha": 0.01, "beta": 0.001}, batchnorm="reestimate", epochs=3, batch_size=12,
                       learning_rate=0.01, progress=False)
     trained = result.lineage["trained_layers"]
-    assert trained[-1] == "fc" and len(trained) == 3  # the head, then two more layers, one an epoch
+    # the head, then one more residual block an epoch: layer4_1 (4 layers), then layer4_0 (6, with its downsample)
+    assert trained[-1] == "fc" and len(trained) == 11
+    assert {block_key(name) for name in trained} == {"layer4_1", "layer4_0", "fc"}
     state = result.model.state_dict()
     untouched = [n for n in before if n.endswith(("weight", "bias")) and not n.startswith(
         tuple(f"layers.{layer}." for layer in trained))]
