@@ -123,10 +123,26 @@ class GraphConverter:
 
 
 # Operators evaluated at import time when every input is a constant (exporters compute paddings and shapes with
-# them); none of them can make more elements than its inputs hold but ConstantOfShape, which is checked first.
+# them). Those that can make more elements than their inputs hold (a declared shape, broadcasting, a gather) have
+# their output size worked out from the shapes first (``_folded_size``) and are refused above the limit.
 FOLDABLE = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Cast", "Unsqueeze", "Squeeze", "Gather", "Mul", "Add",
             "Sub", "Div", "Neg", "Transpose", "Identity", "Equal", "Where", "Not", "Abs", "Max", "Min"}
+_BROADCASTING = {"Mul", "Add", "Sub", "Div", "Equal", "Where", "Max", "Min"}
 MAX_FOLDED_ELEMENTS = 1 << 20
+
+
+def _folded_size(op_type: str, values: list[np.ndarray]) -> int:
+    """How many elements folding would make, from the inputs' shapes alone (nothing allocated)."""
+    if op_type == "ConstantOfShape":
+        return math.prod(int(d) for d in values[0].reshape(-1)) if values[0].size else 1
+    if op_type in _BROADCASTING:
+        try:
+            return math.prod(np.broadcast_shapes(*(v.shape for v in values)))
+        except ValueError:
+            return 0  # the evaluator reports the mismatch
+    if op_type == "Gather":
+        return values[1].size * (values[0].size // max(values[0].shape[0], 1) if values[0].ndim else 1)
+    return sum(v.size for v in values)
 
 
 def fold_constant(c: GraphConverter, node: Any) -> bool:
@@ -136,8 +152,9 @@ def fold_constant(c: GraphConverter, node: Any) -> bool:
     inputs = [name for name in node.input if name]
     if not inputs or any(name not in c.constants for name in inputs):
         return False
-    if node.op_type == "ConstantOfShape" and math.prod(int(d) for d in c.constants[inputs[0]]) > MAX_FOLDED_ELEMENTS:
-        raise c.refuse(node, f"declares a constant of shape {c.constants[inputs[0]].tolist()}, over the folding limit")
+    size = _folded_size(node.op_type, [np.asarray(c.constants[name]) for name in inputs])
+    if size > MAX_FOLDED_ELEMENTS:
+        raise c.refuse(node, f"would fold to {size:,} elements, over the limit of {MAX_FOLDED_ELEMENTS:,}")
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
 

@@ -171,3 +171,19 @@ def test_padding_gates_and_global_max_pooling_come_back_too(tmp_path):
     assert {"ZeroPadding2D", "Multiply", "GlobalMaxPool", "AvgPool2D"} <= kinds, kinds
     (out,) = _run(imported, [x.numpy()])
     np.testing.assert_allclose(out.numpy(), net(x).detach().numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("nodes, constants", [
+    ([helper.make_node("ConstantOfShape", ["shape"], ["big"])], {"shape": np.array([100_000, 100_000])}),
+    ([helper.make_node("Mul", ["col", "row"], ["big"])],
+     {"col": np.ones((50_000, 1), np.float32), "row": np.ones((1, 50_000), np.float32)}),
+])
+def test_constant_folding_that_would_expand_is_refused_before_allocating(tmp_path, nodes, constants):
+    """Broadcasting two small constants, or a declared shape, could make gigabytes: refused from the shapes."""
+    initializers = [numpy_helper.from_array(value, name) for name, value in constants.items()]
+    graph_nodes = nodes + [helper.make_node("Add", ["x", "big"], ["y"])]
+    model = _model(graph_nodes, [_float("x", ["n", 4])], [_float("y", ["n", 4])], initializers)
+    path = tmp_path / "expanding.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(FormatError, match="would fold to 2,500,000,000 elements|would fold to 10,000,000,000 elements"):
+        READER.read(path, DEFAULT_LIMITS)
