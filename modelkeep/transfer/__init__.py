@@ -5,7 +5,8 @@ and BatchNorm modes, on any model: zoo, spec-built, imported, or a user class th
 regularizer, BatchNorm mode policies and an unfreezing schedule (the seams of ``modelkeep.train``).
 The modules: ``settings`` (``TransferSettings``) → ``selectors`` (which parameters a selector means) →
 ``adapter`` (``as_transferable``, ``freeze``, ``unfreeze``) → ``l2sp``, ``batchnorm``, ``schedule`` →
-``finetune`` → ``summary``. Names are imported on first use, so reading settings does not import torch.
+``tuning`` (``finetune``) → ``tables`` (``summary``); a module never shares a name it exports, so importing it
+cannot shadow the function. Names are imported on first use, so reading settings does not import torch.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ _EXPORTS = {
     "TransferSettings": "settings", "BATCHNORM_MODES": "settings",
     "as_transferable": "adapter", "Transferable": "adapter", "freeze": "adapter", "unfreeze": "adapter",
     "L2SP": "l2sp", "reestimate_statistics": "batchnorm", "FrozenLayersKeepEval": "batchnorm",
-    "UnfreezeSchedule": "schedule", "finetune": "finetune", "TransferResult": "finetune",
-    "resolve_base": "finetune", "summary": "summary", "model_summary_rows": "summary",
+    "UnfreezeSchedule": "schedule", "finetune": "tuning", "TransferResult": "tuning",
+    "resolve_base": "tuning", "summary": "tables", "model_summary_rows": "tables",
 }
 
 __all__ = sorted(_EXPORTS)

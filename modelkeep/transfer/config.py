@@ -130,7 +130,7 @@ def run_transfer(config: TrainConfig, run_dir: str | Path, *, progress: Any = "a
     continues from the newest good one (``resume=False`` moves them into ``checkpoints/previous/``)."""
     from ..io.lock import FolderLock
     from ..train.config import checkpoint_settings, fit_options, prepare_run_dir, save_run, split_config_data
-    from .finetune import finetune
+    from .tuning import finetune
 
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir)

@@ -11,7 +11,7 @@ from modelkeep.artifact import load, save
 from modelkeep.importers import import_model
 from modelkeep.nn import build
 from modelkeep.transfer import TransferSettings, as_transferable, finetune, freeze, summary, unfreeze
-from modelkeep.transfer.summary import model_summary_rows
+from modelkeep.transfer.tables import model_summary_rows
 from modelkeep.zoo import get_spec
 
 from transfer_helpers import BASE_SPEC, QUICK, snapshot
