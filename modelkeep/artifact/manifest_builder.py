@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -78,12 +79,25 @@ def choose_postprocessing(*, task: str | None, labels: Any = None, signature: Ma
                              labels=tuple(str(label) for label in labels) if labels is not None else None)
 
 
-def provenance_record(data_fingerprint: str | None = None, *,
-                      source: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Where and with what a model was made; ``source``: the foreign file an imported model came from."""
+def provenance_record(data_fingerprint: str | None = None, *, source: Mapping[str, Any] | None = None,
+                      reproducible: bool = False) -> dict[str, Any]:
+    """Where and with what a model was made; ``source``: the foreign file an imported model came from.
+
+    ``reproducible`` leaves out everything that differs between two saves of the same content (the clock, the
+    host's Python, platform and torch, the git commit): ``created`` is ``SOURCE_DATE_EPOCH`` when set, else the
+    Unix epoch, and ``reproducible: true`` says so.
+    """
     from .._version import __version__
 
-    record: dict[str, Any] = {
+    if reproducible:
+        record: dict[str, Any] = {"modelkeep_version": __version__, "created": reproducible_timestamp(),
+                                  "reproducible": True}
+        if data_fingerprint:
+            record["data_fingerprint"] = data_fingerprint
+        if source:
+            record["source"] = jsonable(dict(source), "provenance.source")
+        return record
+    record = {
         "modelkeep_version": __version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(terse=True),
@@ -100,6 +114,13 @@ def provenance_record(data_fingerprint: str | None = None, *,
     if source:
         record["source"] = jsonable(dict(source), "provenance.source")
     return record
+
+
+def reproducible_timestamp() -> str:
+    """``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) as ISO 8601 UTC, else the Unix epoch."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    seconds = int(text) if text.isdigit() and len(text) <= 12 else 0
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _git_commit() -> str | None:
@@ -210,4 +231,4 @@ def manifest_metadata(manifest: Manifest) -> dict[str, str]:
 
 
 __all__ = ["CARD_FIELDS", "build_manifest", "choose_postprocessing", "jsonable", "manifest_metadata",
-           "provenance_record", "signature_output_units"]
+           "provenance_record", "reproducible_timestamp", "signature_output_units"]

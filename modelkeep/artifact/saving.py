@@ -119,6 +119,14 @@ def _sections_of(loaded: Model) -> dict[str, Any]:
     return sections
 
 
+def _without_timings(history: Any) -> Any:
+    """The history less its ``time`` column: seconds per epoch differ from run to run, the learning does not."""
+    document = history.to_dict() if hasattr(history, "to_dict") else history
+    if isinstance(document, Mapping) and "time" in document:
+        return {key: value for key, value in document.items() if key != "time"}
+    return document
+
+
 def _codec_for_module(module: torch.nn.Module, spec: Any) -> ArchitectureCodec:
     if spec is not None:
         return codec_for("spec")
@@ -176,6 +184,7 @@ def save(
     lineage: Mapping[str, Any] | None = None,
     source: Mapping[str, Any] | None = None,
     durable: bool = True,
+    reproducible: bool = False,
 ) -> Path:
     """Write ``model`` (an ``nn.Module``, the ``FitResult`` of ``fit``, or a loaded ``Model``) to ``path``.
 
@@ -192,13 +201,18 @@ def save(
     format and reader details) goes into the provenance. A
     ``FitResult`` supplies labels, preprocessing, history, test metrics and
     hyperparameters itself. The write is atomic: on any failure an existing
-    file at ``path`` is untouched.
+    file at ``path`` is untouched. ``reproducible=True`` records no clock or
+    host values in the provenance (``created`` is ``SOURCE_DATE_EPOCH`` or the
+    epoch) and no seconds per epoch in the history, so the same content always
+    gives the same bytes (git and git-LFS then see a re-save as no change).
     """
     given = {"labels": labels, "preprocessing": preprocessing, "postprocessing": postprocessing, "history": history,
              "metrics": metrics, "hyperparameters": hyperparameters, "task": task, "card": card, "lineage": lineage,
              "data_fingerprint": data_fingerprint, "signature": signature, "scheduler": scheduler,
              "optimizer": optimizer, "extra": None, "source": source}
     module, spec, init, pieces = _unpack(model, spec, init, given)
+    if reproducible:
+        pieces["history"] = _without_timings(pieces["history"])
     optimizer = pieces["optimizer"]
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"save() takes a torch.nn.Module or a FitResult, got {type(module).__name__}")
@@ -218,7 +232,8 @@ def save(
         architecture, task=pieces["task"], labels=pieces["labels"], preprocessing=pieces["preprocessing"],
         postprocessing=pieces["postprocessing"], signature=signature, history=pieces["history"],
         metrics=pieces["metrics"], hyperparameters=pieces["hyperparameters"],
-        provenance=provenance_record(pieces["data_fingerprint"], source=pieces["source"]), card=pieces["card"],
+        provenance=provenance_record(pieces["data_fingerprint"], source=pieces["source"],
+                                      reproducible=reproducible), card=pieces["card"],
         lineage=lineage_record(parent, pieces["lineage"]), optimizer=optimizer_doc,
         scheduler=_scheduler_section(scheduler, pieces["scheduler"]),
         final_activation=spec.final_activation() if spec is not None else None,
