@@ -1,8 +1,9 @@
-"""``modelkeep export FILE OUT [--format onnx|state-dict|keras]``: send a model to another runtime or framework.
+"""``modelkeep export FILE OUT [--format onnx|state-dict|keras|hf]``: send a model to another runtime or framework.
 
 ``onnx`` is ``modelkeep.export_onnx`` (checked in onnxruntime; the maximum absolute difference is printed,
 and the export fails, writing nothing, above ``--tolerance``); ``state-dict`` is
-``modelkeep.export_state_dict``; ``keras`` is ``modelkeep.export.to_keras.export_keras``. Without
+``modelkeep.export_state_dict``; ``keras`` is ``modelkeep.export.to_keras.export_keras``; ``hf`` is
+``modelkeep.export.hf.export_hf`` (OUT is a folder: model.safetensors, config.json, README.md). Without
 ``--format``, OUT's extension chooses (``.onnx``, ``.pt``/``.pth``, ``.keras``). ``--data`` is read as
 ``modelkeep evaluate --data`` reads it (a dataset name, a CSV, .npy/.npz file or image folder).
 """
@@ -12,16 +13,16 @@ import argparse
 
 from ._options import TRUST_CODE, add_trust_code, naming_flags
 
-FORMATS = {"onnx": (".onnx",), "state-dict": (".pt", ".pth", ".bin"), "keras": (".keras",)}
+FORMATS = {"onnx": (".onnx",), "state-dict": (".pt", ".pth", ".bin"), "keras": (".keras",), "hf": ()}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="export a model to ONNX (checked in onnxruntime), a plain "
-                                                "PyTorch state dict or a Keras file")
+                                                "PyTorch state dict, a Keras file or a Hugging Face-style folder")
     parser.add_argument("file", metavar="FILE", help="a modelkeep model file")
-    parser.add_argument("out", metavar="OUT", help="the file to write")
+    parser.add_argument("out", metavar="OUT", help="the file to write (a folder for --format hf)")
     parser.add_argument("--format", choices=sorted(FORMATS),
-                        help="what to write (default: from OUT's extension: .onnx, .pt/.pth, .keras)")
+                        help="what to write (default: from OUT's extension: .onnx, .pt/.pth, .keras; hf only by name)")
     parser.add_argument("--opset", type=_whole, help="ONNX opset version (default: the exporter's, 20 here)")
     parser.add_argument("--tolerance", type=_non_negative, default=None,
                         help="largest difference allowed between onnxruntime's outputs and the model's (default "
@@ -58,6 +59,10 @@ def handle(args: argparse.Namespace) -> int:
             from ..export.state_dict import export_state_dict
 
             path = export_state_dict(args.file, args.out, trust_code=args.trust_code)
+        elif chosen == "hf":
+            from ..export.hf import export_hf
+
+            path = export_hf(args.file, args.out)
         else:
             path = _keras(args)
     _report(args, {"path": str(path), "format": chosen}, [f"wrote {path} ({chosen})"])
@@ -104,8 +109,8 @@ def _format_of(out: str) -> str:
     for chosen, suffixes in FORMATS.items():
         if name.endswith(suffixes):
             return chosen
-    raise ConfigError(f"cannot tell the format from {out!r}: give --format onnx, state-dict or keras (or name the "
-                      "file .onnx, .pt or .keras)")
+    raise ConfigError(f"cannot tell the format from {out!r}: give --format onnx, state-dict, keras or hf (or name "
+                      "the file .onnx, .pt or .keras)")
 
 
 def _whole(text: str) -> int:

@@ -1,9 +1,11 @@
-"""Send models out: ONNX (checked in onnxruntime), plain PyTorch state dicts and Keras files.
+"""Send models out: ONNX (checked in onnxruntime), plain PyTorch state dicts, Keras files and Hugging Face folders.
 
 * ``export_onnx(model, out)`` — an ONNX file with the saved preprocessing folded in, checked against the
   model in onnxruntime before it is written (``onnx.py``, ``parity.py``); ``quantize="int8"`` (``quantize.py``);
 * ``export_state_dict(model, out)`` — a ``torch.save``d tensor dict, ``torch.load(weights_only=True)``-safe;
-* ``export_keras(model, out)`` — a Keras 3 ``.keras`` archive (``to_keras.py``).
+* ``export_keras(model, out)`` — a Keras 3 ``.keras`` archive (``to_keras.py``);
+* ``export_hf(file, out_dir)`` — a Hugging Face-style folder: ``model.safetensors``, a self-describing
+  ``config.json`` and a ``README.md`` model card (``hf.py``); ``modelkeep import`` reads it back.
 
 Torch, onnx and onnxruntime are imported when an export runs, not when this package is imported.
 """
@@ -16,6 +18,7 @@ _EXPORTS = {
     "QuantizationReport": "quantize",
     "export_state_dict": "state_dict",
     "export_keras": "to_keras",
+    "export_hf": "hf",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -18,6 +18,7 @@ from ..errors import FormatError
 from .base import Imported, register_reader
 from .hf_bert import BERT_MODEL_TYPES, bert_imported
 from .hf_files import WEIGHT_FILES, read_json, read_weights
+from .hf_modelkeep import is_modelkeep_folder
 
 
 class HuggingFaceReader:
@@ -30,7 +31,7 @@ class HuggingFaceReader:
 
     def sniff(self, path: Path, head: bytes) -> bool:
         return path.is_dir() and (path / "config.json").is_file() and any(
-            (path / name).is_file() for name in WEIGHT_FILES)
+            (path / name).is_file() for name in WEIGHT_FILES) and not is_modelkeep_folder(path)
 
     def read(self, path: Path, limits: Any) -> Imported:
         folder = Path(os.fspath(path))
