@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "evaluate",
     "cv",
     "finetune",
+    "registry",
     "inspect",
     "predict",
     "diff",

@@ -1,0 +1,152 @@
+"""The registry's storage layout, shared by every backend: a version is a manifest naming SHA-256 blobs.
+
+A modelkeep file (a safetensors file: 8-byte header length, JSON header, tensor
+data) is split into content-addressed blobs:
+
+- the *header blob*: bytes ``[0, data_start)`` -- the length prefix and the JSON
+  header with its metadata (manifest, integrity hashes);
+- one *segment blob* per tensor, the tensor's bytes exactly as in the file, and
+  one per gap between tensors should a file have any, in file order.
+
+The version manifest (``LAYOUT``, canonical JSON: sorted keys, no spaces) lists
+them with their sizes, plus the size and SHA-256 of the whole file, and the
+digest of an optional model card. Two versions that hold the same tensor bytes
+(a fine-tune with a frozen backbone, a re-save with a new card) name the same
+segment blobs, so a store keeps them once. The manifest is itself stored as a
+blob; its digest is the version id.
+
+``rebuild`` concatenates the blobs through ``atomic_write``: every blob is
+checked against its digest by the store, every size against the manifest, and
+the whole file against its SHA-256 before it is renamed into place, so a damaged
+blob leaves nothing at the destination and the error names the digest that
+failed. This module never unpickles and reads manifests with ``loads_bounded``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..artifact.format import loads_bounded, read_header
+from ..errors import FormatError, IntegrityError
+from ..io.atomic import atomic_write
+from ..io.blobstore import BlobStore, check_digest
+
+LAYOUT = "modelkeep.registry.version/1"
+#: A manifest larger than this is refused before parsing (a file of a million tensors stays far below).
+MAX_MANIFEST_BYTES = 256 << 20
+
+
+def _segments(header: Any) -> Iterator[tuple[int, int, str | None]]:
+    """``(begin, end, tensor name or None for a gap)`` covering the data section, in file order."""
+    cursor = 0
+    data_size = header.file_size - header.data_start
+    for entry in sorted(header.tensors.values(), key=lambda e: (e.begin, e.end)):
+        if entry.begin > cursor:
+            yield cursor, entry.begin, None
+        if entry.end > max(cursor, entry.begin) or entry.nbytes == 0:
+            yield max(cursor, entry.begin), entry.end, entry.name
+        cursor = max(cursor, entry.end)
+    if data_size > cursor:
+        yield cursor, data_size, None
+
+
+def _read_exact(handle: Any, offset: int, size: int, path: Path) -> bytes:
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise FormatError(f"{path} changed while it was read into the registry; try again")
+    return data
+
+
+def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = None) -> dict[str, Any]:
+    """Put ``path``'s blobs (and ``card``'s) into ``store``; return the version manifest (not yet stored)."""
+    header = read_header(path)
+    path = header.path
+    whole = hashlib.sha256()
+    with open(path, "rb") as handle:
+        head = _read_exact(handle, 0, header.data_start, path)
+        whole.update(head)
+        manifest: dict[str, Any] = {
+            "layout": LAYOUT,
+            "size": header.file_size,
+            "header": {"digest": store.put(head), "size": len(head)},
+            "segments": [],
+            "card": store.put(card.encode("utf-8")) if card is not None else None,
+        }
+        for begin, end, name in _segments(header):
+            data = _read_exact(handle, header.data_start + begin, end - begin, path)
+            whole.update(data)
+            manifest["segments"].append({"digest": store.put(data), "size": len(data), "tensor": name})
+        if handle.read(1):
+            raise FormatError(f"{path} grew while it was read into the registry; try again")
+    manifest["sha256"] = whole.hexdigest()
+    return manifest
+
+
+def encode(manifest: dict[str, Any]) -> bytes:
+    """The canonical bytes of a manifest: the same manifest always encodes (and so hashes) the same."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def version_id(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(encode(manifest)).hexdigest()
+
+
+def decode(data: bytes, *, what: str = "version manifest") -> dict[str, Any]:
+    """Parse and check a manifest read from a store; anything malformed is a ``FormatError``."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise FormatError(f"{what} is {len(data):,} bytes; the limit is {MAX_MANIFEST_BYTES:,}")
+    doc = loads_bounded(data, what)
+    if not isinstance(doc, dict) or doc.get("layout") != LAYOUT:
+        found = doc.get("layout") if isinstance(doc, dict) else type(doc).__name__
+        raise FormatError(f"{what} is not a {LAYOUT} manifest (layout: {str(found)[:60]!r})")
+    try:
+        blobs = [doc["header"], *doc["segments"]]
+        for blob in blobs:
+            check_digest(blob["digest"])
+            if not isinstance(blob["size"], int) or blob["size"] < 0:
+                raise FormatError(f"{what}: blob {blob['digest']} has a bad size {str(blob['size'])[:40]!r}")
+        if doc["card"] is not None:
+            check_digest(doc["card"])
+        check_digest(doc["sha256"])
+        if sum(blob["size"] for blob in blobs) != doc["size"]:
+            raise FormatError(f"{what}: the blob sizes do not add up to the file size {doc['size']}")
+    except (KeyError, TypeError) as exc:
+        raise FormatError(f"{what} is missing or mistypes a field ({str(exc)[:60]})") from None
+    return doc
+
+
+def blobs_of(manifest: dict[str, Any]) -> set[str]:
+    """Every blob digest a manifest references (header, segments, card)."""
+    digests = {manifest["header"]["digest"], *(seg["digest"] for seg in manifest["segments"])}
+    if manifest.get("card"):
+        digests.add(manifest["card"])
+    return digests
+
+
+def rebuild(manifest: dict[str, Any], store: BlobStore, out: str | os.PathLike[str], *,
+            durable: bool = True) -> Path:
+    """Write the byte-identical file ``manifest`` describes to ``out``, verifying every digest on the way."""
+    out = Path(out)
+    whole = hashlib.sha256()
+    with atomic_write(out, durable=durable) as handle:
+        for blob in [manifest["header"], *manifest["segments"]]:
+            data = store.get(blob["digest"], max_bytes=max(blob["size"], 1))
+            if len(data) != blob["size"]:
+                raise IntegrityError(f"blob {blob['digest']} holds {len(data):,} bytes; "
+                                     f"the manifest says {blob['size']:,}")
+            whole.update(data)
+            handle.write(data)
+        if whole.hexdigest() != manifest["sha256"]:
+            raise IntegrityError(f"the rebuilt file hashes to {whole.hexdigest()}, "
+                                 f"not {manifest['sha256']} as its manifest says; nothing was written")
+    return out
+
+
+def read_card(manifest: dict[str, Any], store: BlobStore) -> str | None:
+    if not manifest.get("card"):
+        return None
+    return store.get(manifest["card"], max_bytes=16 << 20).decode("utf-8", errors="replace")
