@@ -1,5 +1,5 @@
 """Every fenced Python block in README.md runs, in order, as one script; so do those of docs/architecture.md,
-docs/interop.md and docs/transfer.md (whose examples read the repository's test files: ``tests/`` is linked into the working folder)."""
+docs/interop.md, docs/transfer.md and docs/registry.md (whose examples read the repository's test files: ``tests/`` is linked into the working folder)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/architecture.md", "docs/interop.md", "docs/transfer.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/architecture.md", "docs/interop.md", "docs/transfer.md",
+                                      "docs/registry.md"])
 def test_python_blocks_run(document, tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / document).read_text(encoding="utf-8"), flags=re.S)
     assert blocks, f"{document} should show the Python API"
