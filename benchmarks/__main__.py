@@ -27,6 +27,7 @@ BENCHMARKS = [
     "bench_onnx",
     "bench_import",
     "bench_transfer",
+    "bench_registry",
 ]
 
 
