@@ -21,9 +21,10 @@ from typing import Any
 from ..artifact.format import MAX_HEADER_BYTES, read_header
 from ..errors import FormatError
 from .base import Imported, register_reader
+from ._zip import zip_member_count
 from .nesting import find_tensors
 from .torch_pickle import (MAX_MEMBERS, is_legacy_torch, check_tensor, check_torch_zip, dry_load_legacy, dry_load_zip,
-                           refuse_unpickling, zip_member_count)
+                           refuse_unpickling)
 
 _ZIP_MAGIC = b"PK\x03\x04"
 

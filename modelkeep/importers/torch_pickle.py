@@ -43,8 +43,6 @@ def is_legacy_torch(head: bytes) -> bool:
     """The first pickle of a legacy ``torch.save`` file is its magic number (protocol 2 to 5, framed or not)."""
     protocol = head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     return head[:1] == b"\x80" and protocol and _LEGACY_MAGIC_OP in head[:24]
-_EOCD = b"PK\x05\x06"
-_EOCD64_LOCATOR = b"PK\x06\x07"
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z0-9_.]+)")
 
 
@@ -64,30 +62,6 @@ def refuse_unpickling(path: Path, exc: BaseException) -> TrustError | FormatErro
     if "reduce" in text or "new object" in text:
         return TrustError(f"{path} asks to call or build objects that are not tensors ({text[:160]}); refused")
     return FormatError(f"{path}: the pickle is not a plain tensor structure ({text[:160]})")
-
-
-def zip_member_count(handle: BinaryIO, size: int) -> int:
-    """How many members a zip declares, from its end-of-central-directory record (zip64 too)."""
-    tail_size = min(size, 65536 + 22)
-    handle.seek(size - tail_size)
-    tail = handle.read(tail_size)
-    at = tail.rfind(_EOCD)
-    if at < 0 or len(tail) - at < 22:
-        raise FormatError("the zip archive has no end-of-central-directory record; the file is truncated")
-    count, cd_size, cd_offset = struct.unpack("<HII", tail[at + 10:at + 20])
-    if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        locator = tail[at - 20:at] if at >= 20 else b""
-        if not locator.startswith(_EOCD64_LOCATOR):
-            raise FormatError("the zip archive's zip64 record is missing; the file is corrupt")
-        (record_at,) = struct.unpack("<Q", locator[8:16])
-        if record_at + 56 > size:
-            raise FormatError("the zip archive's zip64 record lies outside the file; the file is corrupt")
-        handle.seek(record_at)
-        record = handle.read(56)
-        count, cd_size = struct.unpack("<QQ", record[32:48])
-    if cd_size > size:
-        raise FormatError(f"the zip archive declares a directory of {cd_size} bytes in a file of {size}")
-    return count
 
 
 def check_torch_zip(path: Path, archive: zipfile.ZipFile, size: int) -> tuple[str, dict[str, int]]:
@@ -282,5 +256,4 @@ def check_tensor(path: Path, name: str, tensor: Any, max_elements: int, storages
 
 
 __all__ = ["LEGACY_HEAD", "MAX_MEMBERS", "MAX_PICKLE_BYTES", "MAX_PICKLE_CONTAINERS", "MetaStorages", "check_tensor",
-           "check_torch_zip", "dry_load_legacy", "dry_load_zip", "is_legacy_torch", "refuse_unpickling",
-           "zip_member_count"]
+           "check_torch_zip", "dry_load_legacy", "dry_load_zip", "is_legacy_torch", "refuse_unpickling"]

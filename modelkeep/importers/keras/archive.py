@@ -11,6 +11,7 @@ under ``forward_layer`` then ``backward_layer``.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import zipfile
 import zlib
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...errors import FormatError, ModelkeepError
+from .._zip import zip_member_count
 from ..base import Imported, register_reader
 from .h5 import WeightBudget, child, h5_errors, read_dataset
 
@@ -164,10 +166,12 @@ def _zip_errors(name: str) -> Iterator[None]:
 
 def _open(path: Path) -> zipfile.ZipFile:
     try:
+        with open(path, "rb") as handle:   # the declared count first: zipfile builds an object per member
+            declared = zip_member_count(handle, os.fstat(handle.fileno()).st_size)
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, FormatError) as exc:
         raise FormatError(f"{path.name} is not a readable zip (.keras) archive ({str(exc)[:100]})") from None
-    if len(archive.infolist()) > MAX_MEMBERS:
+    if max(declared, len(archive.infolist())) > MAX_MEMBERS:
         archive.close()
         raise FormatError(f"{path.name} holds more than {MAX_MEMBERS:,} members; refusing it")
     return archive

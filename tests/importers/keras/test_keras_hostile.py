@@ -134,7 +134,7 @@ def test_zip_bomb_member_is_refused_before_decompressing(tmp_path):
                 member.write(zeros)
     assert path.stat().st_size < 1 << 20
     with pytest.raises(FormatError, match="expand.*refused"):
-        read(path)
+        READERS.get("keras").read(path, None)   # (sniff declines it too: not a .keras layout)
 
 
 def giant_h5(path: Path) -> Path:
@@ -264,3 +264,16 @@ def test_damaged_files_are_format_errors(tmp_path):
     truncated.write_bytes((tmp_path / "full.h5").read_bytes()[:3000])
     with pytest.raises(FormatError):
         READERS.get("keras-h5").read(truncated, None)
+
+
+def test_an_archive_declaring_too_many_members_is_refused_from_its_end_record(tmp_path):
+    """The count in the end record is read before zipfile builds an object per member."""
+    path = tmp_path / "many.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8:end + 12] = (60_000).to_bytes(2, "little") * 2   # entries on this disk, entries in all
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="more than 10,000 members"):
+        READERS.get("keras").read(path, None)   # (sniff declines it too: not a .keras layout)
