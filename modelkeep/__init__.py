@@ -18,7 +18,7 @@ from ._version import __version__
 _EXPORTS = {
     # errors
     "ModelkeepError": "errors", "SpecError": "errors", "ShapeError": "errors", "FormatError": "errors",
-    "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "ModelNotFoundError": "errors",
+    "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "SignatureError": "errors", "ModelNotFoundError": "errors",
     "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
     "TrainingInterrupted": "errors",
     # io: durable writes

@@ -38,6 +38,10 @@ class TrustError(ModelkeepError, PermissionError):
     """Loading would need to import code named by the file, and the caller did not allow it."""
 
 
+class SignatureError(TrustError):
+    """A model's signature is missing, was made by another key, or no longer matches the file (tampered)."""
+
+
 class ModelNotFoundError(ModelkeepError, FileNotFoundError):
     """A file, dataset or registered name does not exist."""
 

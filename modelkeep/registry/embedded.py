@@ -16,87 +16,38 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ..artifact.format import KEY_MANIFEST, loads_bounded, read_header
-from ..errors import ConfigError, ModelNotFoundError, StorageError
-from ..io.blobstore import LocalBlobStore, blob_name
+from ..errors import ConfigError, ModelNotFoundError
+from ..io.blobstore import BlobStore, LocalBlobStore, blob_name
 from . import layout
+from .base import GC_GRACE_SECONDS, BlobsCollected, Version, check_name, matches, parse_ref
+from .ops import Operations
 
 ENV_VAR = "MODELKEEP_REGISTRY"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: ``gc`` keeps unreferenced blobs younger than this, so a push in flight (blobs put, row not yet written) is safe.
-GC_GRACE_SECONDS = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,
-    size INTEGER NOT NULL, metrics TEXT, hyperparameters TEXT, lineage TEXT, parent TEXT, UNIQUE(name, id));
+    size INTEGER NOT NULL, metrics TEXT, hyperparameters TEXT, lineage TEXT, parent TEXT, content_hash TEXT,
+    UNIQUE(name, id));
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT NOT NULL, alias TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(name, alias));
+CREATE TABLE IF NOT EXISTS attachments (
+    name TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY(name, id, kind));
 """
-
-
-@dataclass(frozen=True)
-class Version:
-    """One published version: ``name:id`` (``id`` is the SHA-256 of its manifest)."""
-
-    name: str
-    id: str
-    created: float
-    size: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    lineage: dict[str, Any] | None = None
-    parent: str | None = None
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.id[:12]}"
+_COLUMNS = "name, id, created, size, metrics, hyperparameters, lineage, parent, content_hash"
 
 
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or Path.home() / ".modelkeep" / "registry").expanduser()
 
 
-def check_name(name: str, what: str = "model name") -> str:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(f"{what} {str(name)[:60]!r} is not allowed: use letters, digits, '.', '_' and '-' "
-                          "(starting with a letter or digit, at most 128 characters)")
-    return name
-
-
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS`` -> ``(name, version or None, alias or None)``."""
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return check_name(name), None, check_name(alias, "alias")
-    if ":" in ref:
-        name, version = ref.split(":", 1)
-        if not re.match(r"^[0-9a-f]{4,64}$", version):
-            raise ConfigError(f"version {version[:70]!r} in {ref[:140]!r} is not a hex version id (or a prefix of "
-                              "at least 4 characters)")
-        return check_name(name), version, None
-    return check_name(ref), None, None
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    """Metrics, hyperparameters and lineage from the file's modelkeep manifest ({} for a plain safetensors file)."""
-    raw = read_header(path).metadata.get(KEY_MANIFEST)
-    if raw is None:
-        return {}
-    doc = loads_bounded(raw, f"{path} manifest")
-    return doc if isinstance(doc, dict) else {}
-
-
-class EmbeddedRegistry:
+class EmbeddedRegistry(Operations):
     """A registry in a local folder; safe for many processes at once (SQLite transactions, atomic blobs)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, durable: bool = True) -> None:
@@ -108,6 +59,15 @@ class EmbeddedRegistry:
         with self._transaction() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            if "content_hash" not in {row[1] for row in db.execute("PRAGMA table_info(versions)")}:
+                db.execute("ALTER TABLE versions ADD COLUMN content_hash TEXT")  # an index from before 0.13
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def blob_store(self, name: str) -> BlobStore:
+        return self.blobs
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -126,28 +86,25 @@ class EmbeddedRegistry:
         finally:
             db.close()
 
-    def push(self, file: str | os.PathLike[str], name: str, *, alias: str | None = None, card: str | None = None,
-             parent: str | None = None) -> Version:
-        """Publish ``file`` as a version of ``name`` (blobs, manifest, then the index row); return it."""
+    def publish(self, name: str, manifest: dict[str, Any], record: dict[str, Any], *, alias: str | None = None,
+                parent: str | None = None, resplit: Callable[[], dict[str, Any]] | None = None) -> Version:
+        """Store the manifest (a blob; its digest is the version id), then add the index row in one transaction."""
         check_name(name)
         if alias is not None:
             check_name(alias, "alias")
-        parent_id = self.resolve(parent)[1] if parent else None
-        record = _file_record(Path(file))
-        manifest = layout.split(file, self.blobs, card=card)
         version_id = self.blobs.put(layout.encode(manifest))
         with self._transaction() as db:
             # gc runs inside a write transaction too, so blobs present now stay until this row commits. One
-            # collected since it was put (older than gc's grace period, unreferenced) is put again here.
+            # collected since it was put (older than gc's grace period, unreferenced) is put again here, under
+            # the lock, by ``resplit``; without one the push fails and ``ops.push`` tries again.
             if not self._refresh(layout.blobs_of(manifest) | {version_id}):
-                manifest = layout.split(file, self.blobs, card=card)
-                if self.blobs.put(layout.encode(manifest)) != version_id:
-                    raise StorageError(f"{file} changed while it was pushed to {self.root}; push it again")
-            db.execute("INSERT OR IGNORE INTO versions (name, id, created, size, metrics, hyperparameters, "
-                       "lineage, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                if resplit is None or self.blobs.put(layout.encode(resplit())) != version_id:
+                    raise BlobsCollected(f"a blob of {name} was collected while it was pushed to {self.root}; "
+                                         "push again")
+            db.execute(f"INSERT OR IGNORE INTO versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (name, version_id, time.time(), manifest["size"], json.dumps(record.get("metrics") or {}),
                         json.dumps(record.get("hyperparameters") or {}), json.dumps(record.get("lineage")),
-                        parent_id))
+                        parent, record.get("content_hash")))
             if alias is not None:
                 db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version_id))
         return self.show(f"{name}:{version_id}")
@@ -179,35 +136,22 @@ class EmbeddedRegistry:
             raise ConfigError(f"version prefix in {ref!r} matches {len(rows)} versions; give more characters")
         return name, rows[0][0]
 
-    def manifest(self, version_id: str) -> dict[str, Any]:
+    def manifest(self, name: str, version_id: str) -> dict[str, Any]:
         return layout.decode(self.blobs.get(version_id, max_bytes=layout.MAX_MANIFEST_BYTES),
                              what=f"version manifest {version_id}")
-
-    def pull(self, ref: str, out: str | os.PathLike[str]) -> Path:
-        """Rebuild the file of ``ref`` at ``out`` (a folder gets ``NAME.safetensors``), byte-identical and verified."""
-        name, version_id = self.resolve(ref)
-        out = Path(out)
-        if out.is_dir():
-            out = out / f"{name}.safetensors"
-        return layout.rebuild(self.manifest(version_id), self.blobs, out, durable=self.durable)
 
     def show(self, ref: str) -> Version:
         name, version_id = self.resolve(ref)
         with self._transaction(write=False) as db:
-            row = db.execute("SELECT name, id, created, size, metrics, hyperparameters, lineage, parent FROM versions "
-                             "WHERE name=? AND id=?", (name, version_id)).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM versions WHERE name=? AND id=?", (name, version_id)).fetchone()
             aliases = db.execute("SELECT alias FROM aliases WHERE name=? AND id=? ORDER BY alias",
                                  (name, version_id)).fetchall()
         return _version(row, tuple(a for (a,) in aliases))
 
-    def card(self, ref: str) -> str | None:
-        return layout.read_card(self.manifest(self.resolve(ref)[1]), self.blobs)
-
     def list(self, query: str = "") -> list[Version]:
         """Versions, oldest first, filtered by ``query`` (see ``matches``)."""
         with self._transaction(write=False) as db:
-            rows = db.execute("SELECT name, id, created, size, metrics, hyperparameters, lineage, parent "
-                              "FROM versions ORDER BY seq").fetchall()
+            rows = db.execute(f"SELECT {_COLUMNS} FROM versions ORDER BY seq").fetchall()
             aliases: dict[tuple[str, str], list[str]] = {}
             for name, alias, version_id in db.execute("SELECT name, alias, id FROM aliases ORDER BY alias"):
                 aliases.setdefault((name, version_id), []).append(alias)
@@ -237,6 +181,7 @@ class EmbeddedRegistry:
             for version_id in ids:
                 db.execute("DELETE FROM versions WHERE name=? AND id=?", (name, version_id))
                 db.execute("DELETE FROM aliases WHERE name=? AND id=?", (name, version_id))
+                db.execute("DELETE FROM attachments WHERE name=? AND id=?", (name, version_id))
         return ids
 
     def gc(self, *, grace_seconds: float = GC_GRACE_SECONDS) -> list[str]:
@@ -249,7 +194,7 @@ class EmbeddedRegistry:
             ids = {version_id for (version_id,) in db.execute("SELECT DISTINCT id FROM versions")}
             referenced = set(ids)
             for version_id in ids:
-                referenced |= layout.blobs_of(self.manifest(version_id))
+                referenced |= layout.blobs_of(self.manifest("", version_id))
             now = time.time()
             for digest in self.blobs.list():
                 if digest in referenced:
@@ -269,39 +214,19 @@ class EmbeddedRegistry:
         return sum(os.stat(self.blobs.committer.path(blob_name(d))).st_size for d in self.blobs.list())
 
 
+    def attach(self, name: str, version_id: str, kind: str, data: bytes) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?, ?)", (name, version_id, kind, data))
+
+    def attachment(self, name: str, version_id: str, kind: str) -> bytes | None:
+        with self._transaction(write=False) as db:
+            row = db.execute("SELECT data FROM attachments WHERE name=? AND id=? AND kind=?",
+                             (name, version_id, kind)).fetchone()
+        return bytes(row[0]) if row else None
+
+
 def _version(row: tuple[Any, ...], aliases: tuple[str, ...]) -> Version:
-    name, version_id, created, size, metrics, hyperparameters, lineage, parent = row
+    name, version_id, created, size, metrics, hyperparameters, lineage, parent, content = row
     return Version(name=name, id=version_id, created=created, size=size, metrics=json.loads(metrics or "{}"),
                    hyperparameters=json.loads(hyperparameters or "{}"), lineage=json.loads(lineage or "null"),
-                   parent=parent, aliases=aliases)
-
-
-_CONDITION = re.compile(r"^([A-Za-z0-9_.\-/]+)(>=|<=|!=|=|>|<)(.+)$")
-
-
-def matches(version: Version, query: str) -> bool:
-    """Every word of ``query`` holds: ``KEY>0.9`` (also ``>= < <= = !=``) on a metric or hyperparameter, or a
-    plain word found in the name or an alias."""
-    for word in query.split():
-        condition = _CONDITION.match(word)
-        if condition is None:
-            if word not in version.name and word not in version.aliases:
-                return False
-            continue
-        key, op, wanted = condition.groups()
-        value = version.metrics.get(key, version.hyperparameters.get(key))
-        if value is None or not _compare(value, op, wanted):
-            return False
-    return True
-
-
-def _compare(value: Any, op: str, wanted: str) -> bool:
-    try:
-        left, right = float(value), float(wanted)
-    except (TypeError, ValueError):
-        left, right = str(value), wanted
-    try:
-        return {">": left > right, "<": left < right, ">=": left >= right, "<=": left <= right,
-                "=": left == right, "!=": left != right}[op]
-    except TypeError:
-        return False
+                   parent=parent, aliases=aliases, content_hash=content)

@@ -6,7 +6,9 @@ data) is split into content-addressed blobs:
 - the *header blob*: bytes ``[0, data_start)`` -- the length prefix and the JSON
   header with its metadata (manifest, integrity hashes);
 - one *segment blob* per tensor, the tensor's bytes exactly as in the file, and
-  one per gap between tensors should a file have any, in file order.
+  one per gap between tensors should a file have any, in file order. A tensor
+  larger than ``SEGMENT_BYTES`` is cut into parts of that size (each its own
+  blob), so no step of a push or a pull holds more than one part in memory.
 
 The version manifest (``LAYOUT``, canonical JSON: sorted keys, no spaces) lists
 them with their sizes, plus the size and SHA-256 of the whole file, and the
@@ -27,7 +29,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..artifact.format import loads_bounded, read_header
 from ..errors import FormatError, IntegrityError
@@ -37,6 +39,10 @@ from ..io.blobstore import BlobStore, check_digest
 LAYOUT = "modelkeep.registry.version/1"
 #: A manifest larger than this is refused before parsing (a file of a million tensors stays far below).
 MAX_MANIFEST_BYTES = 256 << 20
+#: Tensors larger than this are stored as several blobs of at most this many bytes.
+SEGMENT_BYTES = 64 << 20
+#: ``progress(nbytes)`` is told of each blob's bytes as they are sent or received.
+Progress = Callable[[int], None]
 
 
 def _segments(header: Any) -> Iterator[tuple[int, int, str | None]]:
@@ -61,8 +67,20 @@ def _read_exact(handle: Any, offset: int, size: int, path: Path) -> bytes:
     return data
 
 
-def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = None) -> dict[str, Any]:
-    """Put ``path``'s blobs (and ``card``'s) into ``store``; return the version manifest (not yet stored)."""
+def _parts(begin: int, end: int, size: int) -> Iterator[tuple[int, int]]:
+    if end - begin <= size:
+        yield begin, end
+        return
+    for start in range(begin, end, size):
+        yield start, min(start + size, end)
+
+
+def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = None,
+          progress: Progress | None = None, segment_bytes: int = SEGMENT_BYTES) -> dict[str, Any]:
+    """Put ``path``'s blobs (and ``card``'s) into ``store``; return the version manifest (not yet stored).
+
+    A blob already in the store is not sent again (``put`` is idempotent), so a push that was
+    interrupted resumes where it stopped."""
     header = read_header(path)
     path = header.path
     whole = hashlib.sha256()
@@ -76,10 +94,15 @@ def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = 
             "segments": [],
             "card": store.put(card.encode("utf-8")) if card is not None else None,
         }
+        if progress is not None:
+            progress(len(head))
         for begin, end, name in _segments(header):
-            data = _read_exact(handle, header.data_start + begin, end - begin, path)
-            whole.update(data)
-            manifest["segments"].append({"digest": store.put(data), "size": len(data), "tensor": name})
+            for start, stop in _parts(begin, end, segment_bytes):
+                data = _read_exact(handle, header.data_start + start, stop - start, path)
+                whole.update(data)
+                manifest["segments"].append({"digest": store.put(data), "size": len(data), "tensor": name})
+                if progress is not None:
+                    progress(len(data))
         if handle.read(1):
             raise FormatError(f"{path} grew while it was read into the registry; try again")
     manifest["sha256"] = whole.hexdigest()
@@ -128,7 +151,7 @@ def blobs_of(manifest: dict[str, Any]) -> set[str]:
 
 
 def rebuild(manifest: dict[str, Any], store: BlobStore, out: str | os.PathLike[str], *,
-            durable: bool = True) -> Path:
+            durable: bool = True, progress: Progress | None = None) -> Path:
     """Write the byte-identical file ``manifest`` describes to ``out``, verifying every digest on the way."""
     out = Path(out)
     whole = hashlib.sha256()
@@ -140,6 +163,8 @@ def rebuild(manifest: dict[str, Any], store: BlobStore, out: str | os.PathLike[s
                                      f"the manifest says {blob['size']:,}")
             whole.update(data)
             handle.write(data)
+            if progress is not None:
+                progress(len(data))
         if whole.hexdigest() != manifest["sha256"]:
             raise IntegrityError(f"the rebuilt file hashes to {whole.hexdigest()}, "
                                  f"not {manifest['sha256']} as its manifest says; nothing was written")

@@ -81,7 +81,7 @@ def test_bad_refs_are_config_errors(reg):
 
 def test_a_corrupted_blob_is_refused_on_pull(reg, tmp_path):
     version = reg.push(fine_tune(tmp_path / "m.safetensors", 1), "m")
-    digest = reg.manifest(version.id)["segments"][-1]["digest"]
+    digest = reg.manifest("m", version.id)["segments"][-1]["digest"]
     blob = reg.blobs.committer.path(blob_name(digest))
     blob.chmod(0o644)
     blob.write_bytes(b"\0" + blob.read_bytes()[1:])

@@ -1,0 +1,195 @@
+"""What a user does with a registry, written once over the ``RegistryBackend`` seam: push, pull, card, copy, lineage.
+
+Every backend inherits ``Operations``, so ``reg.push(file, name)`` means the
+same on a folder, an S3 bucket and an OCI registry: the file is split into
+blobs (``layout.split``; blobs already stored are not sent again, which is also
+how an interrupted push resumes), then the backend publishes the version
+atomically. ``copy`` moves versions between two registries blob by blob,
+skipping what the destination holds.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelNotFoundError
+from . import layout
+from .base import SIGNATURE, BlobsCollected, RegistryBackend, Version, check_name, file_record, parent_content_hash
+
+#: A signature beside a model file: ``model.safetensors.sig`` (OpenSSF model-signing's bundle).
+SIGNATURE_SUFFIX = ".sig"
+MAX_SIGNATURE_BYTES = 1 << 20
+
+
+def push(reg: RegistryBackend, file: str | os.PathLike[str], name: str, *, alias: str | None = None,
+         card: str | None = None, parent: str | None = None, signature: bytes | None = None,
+         progress: layout.Progress | None = None) -> Version:
+    """Publish ``file`` as a version of ``name``. ``parent`` (a ref) defaults to the registry version whose content
+    the file's lineage names; ``signature`` defaults to the bytes of ``FILE.sig`` when that exists."""
+    check_name(name)
+    if alias is not None:
+        check_name(alias, "alias")
+    record = file_record(file)
+    parent_id = reg.resolve(parent)[1] if parent else _parent_by_content(reg, record)
+    store = reg.blob_store(name)
+    for attempt in range(2):
+        manifest = layout.split(file, store, card=card, progress=progress if attempt == 0 else None)
+        try:
+            version = reg.publish(name, manifest, record, alias=alias, parent=parent_id,
+                                  resplit=lambda: layout.split(file, store, card=card))
+            break
+        except BlobsCollected:
+            if attempt:
+                raise
+    signature = signature if signature is not None else _sidecar_signature(Path(file))
+    if signature is not None:
+        reg.attach(name, version.id, SIGNATURE, signature)
+    return version
+
+
+def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, durable: bool = True,
+         progress: layout.Progress | None = None) -> Path:
+    """Rebuild ``ref``'s file at ``out`` (a folder gets ``NAME.safetensors``), byte-identical, every blob verified;
+    its signature, when the version has one, is written beside it as ``OUT.sig``."""
+    name, version_id = reg.resolve(ref)
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{name}.safetensors"
+    path = layout.rebuild(reg.manifest(name, version_id), reg.blob_store(name), out, durable=durable,
+                          progress=progress)
+    signature = reg.attachment(name, version_id, SIGNATURE)
+    if signature is not None:
+        from ..io.atomic import atomic_write
+
+        with atomic_write(Path(str(path) + SIGNATURE_SUFFIX), durable=durable) as handle:
+            handle.write(signature)
+    return path
+
+
+def card(reg: RegistryBackend, ref: str) -> str | None:
+    name, version_id = reg.resolve(ref)
+    return layout.read_card(reg.manifest(name, version_id), reg.blob_store(name))
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What ``copy`` did: the versions now in the destination, and the blobs it sent or found there already."""
+
+    versions: list[Version]
+    blobs_sent: int
+    blobs_skipped: int
+    bytes_sent: int
+
+
+def copy(source: RegistryBackend, destination: RegistryBackend, name: str, *,
+         progress: layout.Progress | None = None) -> CopyReport:
+    """Copy every version of ``name`` (oldest first, with aliases, cards and signatures) from ``source`` to
+    ``destination``; blobs the destination already holds are not sent."""
+    versions = [v for v in source.list() if v.name == check_name(name)]
+    if not versions:
+        raise ModelNotFoundError(f"no model {name!r} in {source.location}; `modelkeep ls` lists what it holds")
+    src, dst = source.blob_store(name), destination.blob_store(name)
+    sent = skipped = sent_bytes = 0
+    copied = []
+    for version in versions:
+        manifest = source.manifest(name, version.id)
+        for blob in _blobs(manifest):
+            if dst.has(blob["digest"]):
+                skipped += 1
+            else:
+                dst.put(src.get(blob["digest"], max_bytes=max(blob["size"], 1)), digest=blob["digest"])
+                sent, sent_bytes = sent + 1, sent_bytes + blob["size"]
+            if progress is not None:
+                progress(blob["size"])
+        record = {"metrics": version.metrics, "hyperparameters": version.hyperparameters,
+                  "lineage": version.lineage, "content_hash": version.content_hash}
+        published = destination.publish(name, manifest, record, parent=version.parent)
+        for alias in version.aliases:
+            published = destination.set_alias(name, published.id, alias)
+        signature = source.attachment(name, version.id, SIGNATURE)
+        if signature is not None:
+            destination.attach(name, published.id, SIGNATURE, signature)
+        copied.append(published)
+    return CopyReport(copied, sent, skipped, sent_bytes)
+
+
+def _blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each distinct blob of a manifest once: header, segments, card."""
+    blobs = [manifest["header"], *manifest["segments"]]
+    if manifest.get("card"):
+        blobs.append({"digest": manifest["card"], "size": 16 << 20})
+    seen: set[str] = set()
+    return [b for b in blobs if not (b["digest"] in seen or seen.add(b["digest"]))]
+
+
+@dataclass
+class LineageNode:
+    """A version in a lineage tree, with the versions derived from it."""
+
+    version: Version
+    children: list["LineageNode"]
+
+
+def lineage(reg: RegistryBackend, name: str) -> list[LineageNode]:
+    """The family trees holding the versions of ``name``: their ancestors (of any name) up to each root, and
+    every version derived from them; roots oldest first."""
+    everything = reg.list()
+    mine = [v for v in everything if v.name == check_name(name)]
+    if not mine:
+        raise ModelNotFoundError(f"no model {name!r} in {reg.location}; `modelkeep ls` lists what it holds")
+    by_id = {v.id: v for v in everything}
+    children: dict[str | None, list[Version]] = {}
+    for version in everything:
+        parent = version.parent if version.parent in by_id else None
+        children.setdefault(parent, []).append(version)
+    roots: dict[str, Version] = {}
+    for version in mine:
+        seen = set()
+        while version.parent in by_id and version.id not in seen:
+            seen.add(version.id)
+            version = by_id[version.parent]
+        roots[version.id] = version
+
+    def grow(version: Version, path: frozenset[str]) -> LineageNode:
+        kids = [grow(c, path | {c.id}) for c in children.get(version.id, []) if c.id not in path]
+        return LineageNode(version, kids)
+
+    return [grow(v, frozenset({v.id})) for v in sorted(roots.values(), key=lambda v: v.created)]
+
+
+def _parent_by_content(reg: RegistryBackend, record: dict[str, Any]) -> str | None:
+    wanted = parent_content_hash(record)
+    if wanted is None:
+        return None
+    found = [v for v in reg.list() if v.content_hash == wanted]
+    return found[-1].id if found else None
+
+
+def _sidecar_signature(path: Path) -> bytes | None:
+    sidecar = Path(str(path) + SIGNATURE_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    if sidecar.stat().st_size > MAX_SIGNATURE_BYTES:
+        from ..errors import FormatError
+
+        raise FormatError(f"{sidecar} is {sidecar.stat().st_size:,} bytes; a signature is at most "
+                          f"{MAX_SIGNATURE_BYTES:,}")
+    return sidecar.read_bytes()
+
+
+class Operations:
+    """The verbs every backend shares (mixed into each backend class)."""
+
+    def push(self: Any, file: str | os.PathLike[str], name: str, **options: Any) -> Version:
+        return push(self, file, name, **options)
+
+    def pull(self: Any, ref: str, out: str | os.PathLike[str] = ".", **options: Any) -> Path:
+        return pull(self, ref, out, **options)
+
+    def card(self: Any, ref: str) -> str | None:
+        return card(self, ref)
+
+    def lineage(self: Any, name: str) -> list[LineageNode]:
+        return lineage(self, name)
