@@ -18,7 +18,8 @@ from ._version import __version__
 _EXPORTS = {
     # errors
     "ModelkeepError": "errors", "SpecError": "errors", "ShapeError": "errors", "FormatError": "errors",
-    "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors", "SignatureError": "errors", "ModelNotFoundError": "errors",
+    "IntegrityError": "errors", "UnsupportedVersionError": "errors", "TrustError": "errors",
+    "SignatureError": "errors", "ModelNotFoundError": "errors",
     "ConfigError": "errors", "DataError": "errors", "TrainingError": "errors", "CheckpointError": "errors",
     "TrainingInterrupted": "errors",
     # io: durable writes
@@ -36,11 +37,14 @@ _EXPORTS = {
     "load_dataset": "data", "split_dataset": "data", "Dataset": "data", "load_data": "data", "kfold_splits": "data",
     "ImageFolder": "data", "ReaderLimits": "data", "dataset_from_arrays": "data",
     # artifact: the model file
-    "save": "artifact", "load": "artifact", "Model": "artifact", "Prediction": "artifact", "History": "artifact",
+    "save": "artifact", "Model": "artifact", "Prediction": "artifact", "History": "artifact",
     "read_tensors": "artifact", "write_tensors": "artifact", "TensorFile": "artifact",
     "read_header": "artifact", "load_weights": "artifact", "WeightsReport": "artifact", "describe": "artifact",
     "diff_files": "artifact", "export_json": "artifact", "import_json": "artifact", "verify_file": "artifact",
     "content_hash": "artifact", "Manifest": "artifact", "read_manifest": "artifact", "manifest_schema": "artifact",
+    "sign_file": "artifact", "verify_signature": "artifact", "generate_keys": "artifact",
+    # registry: load also takes registry://, s3:// and oci:// URLs of registry versions
+    "load": "registry.refs",
     # checkpoint
     "CheckpointManager": "checkpoint", "list_checkpoints": "checkpoint", "export_checkpoint": "checkpoint",
     "set_aside_checkpoints": "checkpoint",

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "evaluate",
     "cv",
     "finetune",
+    "sign",
     "registry",
     "inspect",
     "predict",
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None, *, report_unexpected: bool = False) 
     args = parser.parse_args(argv)
     try:
         with _literal_warnings():
+            _fetch_registry_urls(args)
             return int(args.handler(args) or 0)
     except BrokenPipeError:
         return _broken_pipe()
@@ -82,6 +84,21 @@ def main(argv: Sequence[str] | None = None, *, report_unexpected: bool = False) 
             raise
         print(f"modelkeep: error: {printable(' '.join(error_message(exc).split()))}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+#: The arguments that name a model file; a registry URL there (``registry://name@alias``) becomes its cached file.
+MODEL_ARGUMENTS = ("file", "base", "source")
+
+
+def _fetch_registry_urls(args: argparse.Namespace) -> None:
+    """Registry URLs work wherever a command takes a model file: each is pulled (verified) into the cache."""
+    for key in MODEL_ARGUMENTS:
+        value = getattr(args, key, None)
+        if isinstance(value, str) and "://" in value:
+            from ..registry.refs import is_registry_url, local_path
+
+            if is_registry_url(value):
+                setattr(args, key, str(local_path(value)))
 
 
 def error_message(exc: BaseException) -> str:

@@ -10,11 +10,14 @@ skipping what the destination holds.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError
+from ..errors import FormatError, ModelNotFoundError
+from ..io.atomic import atomic_write
 from . import layout
 from .base import SIGNATURE, BlobsCollected, RegistryBackend, Version, check_name, file_record, parent_content_hash
 
@@ -50,22 +53,42 @@ def push(reg: RegistryBackend, file: str | os.PathLike[str], name: str, *, alias
 
 
 def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, durable: bool = True,
-         progress: layout.Progress | None = None) -> Path:
+         require_signature: str | os.PathLike[str] | None = None, progress: layout.Progress | None = None) -> Path:
     """Rebuild ``ref``'s file at ``out`` (a folder gets ``NAME.safetensors``), byte-identical, every blob verified;
-    its signature, when the version has one, is written beside it as ``OUT.sig``."""
+    its signature, when the version has one, is written beside it as ``OUT.sig``.
+
+    With ``require_signature`` (a public key), the file is rebuilt and its signature verified in a scratch
+    folder first: an unsigned or tampered version raises ``SignatureError`` and nothing reaches ``out``."""
     name, version_id = reg.resolve(ref)
     out = Path(out)
     if out.is_dir():
         out = out / f"{name}.safetensors"
-    path = layout.rebuild(reg.manifest(name, version_id), reg.blob_store(name), out, durable=durable,
-                          progress=progress)
+    manifest, store = reg.manifest(name, version_id), reg.blob_store(name)
     signature = reg.attachment(name, version_id, SIGNATURE)
-    if signature is not None:
-        from ..io.atomic import atomic_write
+    if require_signature is None:
+        path = layout.rebuild(manifest, store, out, durable=durable, progress=progress)
+        if signature is not None:
+            write_bytes(Path(str(path) + SIGNATURE_SUFFIX), signature, durable)
+        return path
+    from ..artifact.signing import verify_file
+    from ..errors import SignatureError
 
-        with atomic_write(Path(str(path) + SIGNATURE_SUFFIX), durable=durable) as handle:
-            handle.write(signature)
-    return path
+    if signature is None:
+        raise SignatureError(f"{name}:{version_id[:12]} in {reg.location} is not signed; it was required to be "
+                             f"signed by the pair of {require_signature}. Nothing was written")
+    with tempfile.TemporaryDirectory(prefix="modelkeep-pull-") as scratch:
+        staged = layout.rebuild(manifest, store, Path(scratch) / out.name, durable=False, progress=progress)
+        write_bytes(Path(str(staged) + SIGNATURE_SUFFIX), signature, False)
+        verify_file(staged, require_signature)
+        with open(staged, "rb") as source, atomic_write(out, durable=durable) as handle:
+            shutil.copyfileobj(source, handle, 8 << 20)
+    write_bytes(Path(str(out) + SIGNATURE_SUFFIX), signature, durable)
+    return out
+
+
+def write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    with atomic_write(path, durable=durable) as handle:
+        handle.write(data)
 
 
 def card(reg: RegistryBackend, ref: str) -> str | None:
@@ -172,8 +195,6 @@ def _sidecar_signature(path: Path) -> bytes | None:
     if not sidecar.is_file():
         return None
     if sidecar.stat().st_size > MAX_SIGNATURE_BYTES:
-        from ..errors import FormatError
-
         raise FormatError(f"{sidecar} is {sidecar.stat().st_size:,} bytes; a signature is at most "
                           f"{MAX_SIGNATURE_BYTES:,}")
     return sidecar.read_bytes()
