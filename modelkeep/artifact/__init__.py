@@ -5,7 +5,9 @@ validated document) and ``manifest_builder`` (the one place it is assembled),
 ``architecture`` (the codec registry, with ``spec_codec`` and ``class_codec``),
 ``tensors`` (reading and writing), ``saving``/``loading`` (``save``/``load``),
 ``model`` (``Model``), ``history`` (the training record), ``inspection``,
-``diff`` and ``json_form``. This layer may import only errors, the registry,
+``diff``, ``json_form`` and ``signing`` (OpenSSF model-signing signatures;
+its ``verify_file`` is exported as ``verify_signature``, since ``verify_file``
+here is the integrity check). This layer may import only errors, the registry,
 the version, ``io``, ``spec``, ``nn``, ``zoo`` and ``processing``.
 
 Names are imported on first use: ``format``, ``manifest`` and ``architecture``
@@ -26,6 +28,7 @@ _EXPORTS = {
     "content_hash": "integrity", "verify_file": "integrity",
     "describe": "inspection", "diff_files": "diff",
     "export_json": "json_form", "import_json": "json_form",
+    "sign_file": "signing", "verify_signature": "signing", "generate_keys": "signing",
 }
 __all__ = sorted(_EXPORTS)
 

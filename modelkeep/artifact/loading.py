@@ -50,6 +50,7 @@ def load(
     trust_code: bool = False,
     model_class: type | None = None,
     mmap: bool = True,
+    require_signature: str | os.PathLike[str] | None = None,
 ) -> Model:
     """Read a modelkeep file into a ready-to-use ``Model`` (evaluation mode).
 
@@ -68,7 +69,15 @@ def load(
     (servers). With ``verify`` (the default) the file must carry its integrity
     record and every hash of every tensor read is checked (the bytes actually
     used, with ``mmap=False``); a mismatch raises ``IntegrityError``.
+
+    With ``require_signature`` (a public key file), ``PATH.sig`` must be an OpenSSF model-signing signature
+    of the whole file by that key's pair, checked before anything else is read (``signing.verify_file``);
+    an unsigned or tampered file, or one signed with another key, raises ``SignatureError``.
     """
+    if require_signature is not None:
+        from .signing import verify_file as verify_signature
+
+        verify_signature(path, require_signature)
     header, manifest = read_manifest(path, verify=verify)
     path = header.path
     codec = codec_for(manifest.architecture.get("type"), path)

@@ -41,9 +41,15 @@ def naming_flags(*pairs: tuple[str, str]) -> Iterator[None]:
         raise renamed from None
 
 
-def load_model(path: str, *, trust_code: bool):
-    """``modelkeep.load(path, trust_code=...)``, with a refusal that names ``--trust-code``."""
+def add_require_signature(parser: argparse.ArgumentParser) -> None:
+    """``--require-signature PUBLIC.pem``: the command-line form of ``load(path, require_signature=...)``."""
+    parser.add_argument("--require-signature", metavar="PUBLIC.pem",
+                        help="refuse the model unless FILE.sig is a signature of it by this public key's pair")
+
+
+def load_model(path: str, *, trust_code: bool, require_signature: str | None = None):
+    """``modelkeep.load(path, trust_code=..., require_signature=...)``, with a refusal that names ``--trust-code``."""
     from ..artifact import load
 
     with naming_flags(TRUST_CODE):
-        return load(path, trust_code=trust_code)
+        return load(path, trust_code=trust_code, require_signature=require_signature)

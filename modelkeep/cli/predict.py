@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import ALLOW_NONFINITE, INPUT_KINDS, add_trust_code, load_model, naming_flags
+from ._options import ALLOW_NONFINITE, INPUT_KINDS, add_require_signature, add_trust_code, load_model, naming_flags
 from ._output import console, print_json, printable_document, table
 
 
@@ -27,11 +27,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="for a CSV holding the target too: its name or index, left out (default: the column "
                              "the model was trained with, else the last)")
     add_trust_code(parser)
+    add_require_signature(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    model = load_model(args.file, trust_code=args.trust_code)
+    model = load_model(args.file, trust_code=args.trust_code, require_signature=args.require_signature)
     from ._inputs import read_inputs
 
     inputs = read_inputs(args.input, model._input_shape(), target=args.target, recorded_target=_trained_target(model))
