@@ -50,6 +50,11 @@ def pull(ref: str, out: str | os.PathLike[str] = ".", *, registry: RegistryArg =
     return ops.pull(open_registry(registry), ref, out)
 
 
+def sign(ref: str, private_key: str | os.PathLike[str], *, registry: RegistryArg = None) -> Version:
+    """Sign a published version (its rebuilt file) with ``private_key``; ``pull``/``load`` can then require it."""
+    return ops.sign(open_registry(registry), ref, private_key)
+
+
 def list(query: str = "", *, registry: RegistryArg = None) -> "list[Version]":  # noqa: A001 - the API's verb
     """Versions matching ``query`` (words in names/aliases, ``metric>value`` conditions)."""
     return open_registry(registry).list(query)

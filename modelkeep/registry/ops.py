@@ -79,7 +79,11 @@ def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, d
     with tempfile.TemporaryDirectory(prefix="modelkeep-pull-") as scratch:
         staged = layout.rebuild(manifest, store, Path(scratch) / out.name, durable=False, progress=progress)
         write_bytes(Path(str(staged) + SIGNATURE_SUFFIX), signature, False)
-        verify_file(staged, require_signature)
+        try:
+            verify_file(staged, require_signature)
+        except SignatureError as exc:
+            raise SignatureError(f"{name}:{version_id[:12]} in {reg.location}: "
+                                 + str(exc).replace(str(staged), "its file") + "; nothing was written") from None
         with open(staged, "rb") as source, atomic_write(out, durable=durable) as handle:
             shutil.copyfileobj(source, handle, 8 << 20)
     write_bytes(Path(str(out) + SIGNATURE_SUFFIX), signature, durable)
@@ -89,6 +93,20 @@ def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, d
 def write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     with atomic_write(path, durable=durable) as handle:
         handle.write(data)
+
+
+def sign(reg: RegistryBackend, ref: str, private_key: str | os.PathLike[str]) -> Version:
+    """Sign a published version with ``private_key`` (OpenSSF model-signing): its file is rebuilt (verified) in
+    a scratch folder, signed, and the signature kept beside the version, replacing an earlier one."""
+    from ..artifact.signing import sign_file
+
+    name, version_id = reg.resolve(ref)
+    with tempfile.TemporaryDirectory(prefix="modelkeep-sign-") as scratch:
+        staged = layout.rebuild(reg.manifest(name, version_id), reg.blob_store(name),
+                                Path(scratch) / f"{name}.safetensors", durable=False)
+        signature = sign_file(staged, private_key)
+        reg.attach(name, version_id, SIGNATURE, signature.read_bytes())
+    return reg.show(f"{name}:{version_id}")
 
 
 def card(reg: RegistryBackend, ref: str) -> str | None:

@@ -142,3 +142,80 @@ def test_registry_url_forms():
     for bad in ("s3://bucket", "registry://bad name", "s3://bucket/p/m:xyz!"):
         with pytest.raises(ConfigError):
             split_url(bad)
+
+
+def test_an_interrupted_push_leaves_no_version_and_resumes_without_resending(reg, tmp_path, monkeypatch):
+    path = fine_tune(tmp_path / "m.safetensors", 1)
+    committer = reg.blobs.committer
+    real_writing = committer.writing
+    written = []
+
+    def writing(name, **options):
+        if len(written) == 5 and not getattr(writing, "resumed", False):
+            raise KeyboardInterrupt  # the push dies after five blobs arrived
+        written.append(name)
+        return real_writing(name, **options)
+
+    monkeypatch.setattr(committer, "writing", writing)
+    with pytest.raises(KeyboardInterrupt):
+        reg.push(path, "m")
+    assert reg.list() == [] and len(written) == 5
+    writing.resumed = True
+    version = reg.push(path, "m")
+    resent = written[5:]
+    assert not set(resent) & set(written[:5])  # what arrived was not sent again
+    assert reg.pull(f"m:{version.id}", tmp_path / "o.safetensors").read_bytes() == path.read_bytes()
+
+
+def test_signed_versions_verify_on_pull_and_load_and_tampering_is_refused(reg, tmp_path, monkeypatch):
+    from modelkeep.artifact.signing import generate_keys
+    from modelkeep.errors import SignatureError
+
+    generate_keys(tmp_path / "key.pem", tmp_path / "key.pub")
+    generate_keys(tmp_path / "other.pem", tmp_path / "other.pub")
+    path = save(_model(0), tmp_path / "m.safetensors")
+    unsigned = reg.push(path, "m", alias="unsigned")
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SignatureError, match="not signed"):
+        reg.pull("m@unsigned", out, require_signature=tmp_path / "key.pub")
+    assert not out.exists()
+    registry.sign(f"m:{unsigned.id}", tmp_path / "key.pem", registry=reg)  # sign a version already published
+    assert reg.pull("m@unsigned", out, require_signature=tmp_path / "key.pub").read_bytes() == path.read_bytes()
+    assert (tmp_path / "out.safetensors.sig").exists()
+    out.unlink()
+    with pytest.raises(SignatureError, match="m:"):
+        reg.pull("m", out, require_signature=tmp_path / "other.pub")  # someone else's key
+    assert not out.exists()
+    bundle = json.loads(reg.attachment("m", unsigned.id, "signature"))
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = "A" * 20 + bundle["dsseEnvelope"]["signatures"][0]["sig"][20:]
+    reg.attach("m", unsigned.id, "signature", json.dumps(bundle).encode())
+    with pytest.raises(SignatureError):
+        reg.pull("m", out, require_signature=tmp_path / "key.pub")
+    assert not out.exists()
+    registry.sign(f"m:{unsigned.id}", tmp_path / "key.pem", registry=reg)
+    monkeypatch.setenv("MODELKEEP_REGISTRY", str(reg.root))
+    monkeypatch.setenv("MODELKEEP_CACHE", str(tmp_path / "cache"))
+    model = modelkeep.load("registry://m@unsigned", require_signature=tmp_path / "key.pub")
+    assert model.content_hash == modelkeep.load(path).content_hash
+    with pytest.raises(SignatureError):
+        modelkeep.load("registry://m@unsigned", require_signature=tmp_path / "other.pub")
+
+
+def test_push_sign_and_pull_require_signature_from_the_command_line(tmp_path, capsys):
+    from modelkeep.artifact.signing import generate_keys
+
+    generate_keys(tmp_path / "key.pem", tmp_path / "key.pub")
+    path = save(_model(0), tmp_path / "m.safetensors")
+    args = ["--registry", str(tmp_path / "reg")]
+    assert main(["push", str(path), "m", "--sign", str(tmp_path / "key.pem"), *args]) == 0
+    out = tmp_path / "pulled.safetensors"
+    assert main(["pull", "m", str(out), "--require-signature", str(tmp_path / "key.pub"), *args]) == 0
+    assert "signature verified" in capsys.readouterr().out and out.read_bytes() == path.read_bytes()
+    other = save(_model(1), tmp_path / "other.safetensors")
+    assert main(["push", str(other), "m", "--alias", "bare", *args]) == 0
+    capsys.readouterr()
+    assert main(["pull", "m@bare", str(tmp_path / "bare.safetensors"), "--require-signature",
+                 str(tmp_path / "key.pub"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "not signed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bare.safetensors").exists()
