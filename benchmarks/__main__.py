@@ -28,6 +28,8 @@ BENCHMARKS = [
     "bench_import",
     "bench_transfer",
     "bench_registry",
+    "bench_registry_concurrency",
+    "bench_registry_remote",
 ]
 
 
