@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError, ModelNotFoundError
+from ..errors import ConfigError, FormatError, ModelNotFoundError
 from ..io.atomic import atomic_write
 from . import layout
 from .base import SIGNATURE, BlobsCollected, RegistryBackend, Version, check_name, file_record, parent_content_hash
@@ -204,7 +204,11 @@ def _parent_by_content(reg: RegistryBackend, record: dict[str, Any]) -> str | No
     wanted = parent_content_hash(record)
     if wanted is None:
         return None
-    found = [v for v in reg.list() if v.content_hash == wanted]
+    try:
+        versions = reg.list()
+    except ConfigError:  # a registry that cannot be listed (an OCI registry without the catalog API)
+        return None
+    found = [v for v in versions if v.content_hash == wanted]
     return found[-1].id if found else None
 
 
