@@ -147,13 +147,10 @@ class _CommittedBlobStore:
         return actual
 
     def get(self, digest: str, *, max_bytes: int = DEFAULT_MAX_GET_BYTES) -> bytes:
-        name = blob_name(digest)
         try:
-            handle = self.committer.open(name)
-        except FileNotFoundError:
+            data = self.committer.read(blob_name(digest), max_bytes + 1)
+        except (FileNotFoundError, ModelNotFoundError):
             raise ModelNotFoundError(f"no blob {digest} in {self.location}") from None
-        with handle:
-            data = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise FormatError(f"blob {digest} in {self.location} is larger than max_bytes={max_bytes:,}; "
                                  "pass a larger max_bytes to read it")

@@ -153,6 +153,13 @@ class RenameCommitter:
             raise ModelNotFoundError(f"no item {name!r} in {self.location}")
         return open(self.path(name), "rb")
 
+    def read(self, name: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of item ``name``; ``FileNotFoundError`` when it is not committed."""
+        if not _listed(name):
+            raise FileNotFoundError(name)
+        with open(self.path(name), "rb") as handle:
+            return handle.read(limit)
+
     @contextlib.contextmanager
     def local_copy(self, name: str) -> Iterator[Path]:
         """A local file holding item ``name`` during the block: here, the item's own file."""
@@ -264,9 +271,8 @@ class MarkerCommitter:
             return False
 
     def _marker_size(self, marker: str) -> int | None:
-        try:
-            with self.fs.open(marker, "rb") as handle:
-                raw = handle.read(MAX_MARKER_BYTES + 1)
+        try:  # one ranged GET: on S3, opening a file would first ask for its details (HEAD, then a listing)
+            raw = self.fs.cat_file(marker, start=0, end=MAX_MARKER_BYTES + 1)
         except FileNotFoundError:
             return None
         try:
@@ -334,6 +340,18 @@ class MarkerCommitter:
         if not self.is_committed(name):
             raise ModelNotFoundError(f"no item {name!r} in {self.location}")
         return self.fs.open(self.path(name), "rb")
+
+    def read(self, name: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of item ``name`` in two requests (its marker, then the bytes);
+        ``FileNotFoundError`` when it is not committed or its size is not the marker's."""
+        path = self.path(name)
+        size = self._marker_size(path + MARKER_SUFFIX)
+        if size is None:
+            raise FileNotFoundError(name)
+        data = self.fs.cat_file(path, start=0, end=min(limit, size + 1)) if size else b""
+        if len(data) != min(size, limit):
+            raise FileNotFoundError(name)  # being rewritten, or a payload its marker does not describe
+        return data
 
     @contextlib.contextmanager
     def local_copy(self, name: str) -> Iterator[Path]:

@@ -191,7 +191,7 @@ memstore device bytes = 1073741824
 osd max object name len = 460
 osd max object namespace len = 64
 [client.rgw]
-rgw frontends = beast endpoint={LOOPBACK}:{rgw_port}
+rgw frontends = beast endpoint={LOOPBACK}:{rgw_port} tcp_nodelay=1
 rgw data = {base}/rgw
 """
 
