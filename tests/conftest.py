@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 # Keras (used by the interop tests to check our files against the real thing) runs on PyTorch here: no TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# registry URLs are pulled into a cache: keep the tests' copies out of the user's ~/.cache
+os.environ.setdefault("MODELKEEP_CACHE", tempfile.mkdtemp(prefix="modelkeep-test-cache-"))
 
 from modelkeep.quickstart import DIGITS_CNN
 
