@@ -29,7 +29,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
 
 from ..artifact.format import loads_bounded, read_header
 from ..errors import FormatError, IntegrityError
@@ -41,6 +43,8 @@ LAYOUT = "modelkeep.registry.version/1"
 MAX_MANIFEST_BYTES = 256 << 20
 #: Tensors larger than this are stored as several blobs of at most this many bytes.
 SEGMENT_BYTES = 64 << 20
+#: Remote pushes and pulls read at most this many bytes ahead of what the store has taken or the file has written.
+IN_FLIGHT_BYTES = 256 << 20
 #: ``progress(nbytes)`` is told of each blob's bytes as they are sent or received.
 Progress = Callable[[int], None]
 
@@ -75,12 +79,36 @@ def _parts(begin: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, end)
 
 
+def _ordered(work: Callable[[Any], Any], items: Iterable[tuple[int, Any]], workers: int) -> Iterator[Any]:
+    """``work(item)`` for each ``(nbytes, item)``, results in order; with ``workers`` > 1 that many run at once
+    (remote stores: one request each), with at most ``IN_FLIGHT_BYTES`` (or one item) read ahead."""
+    if workers <= 1:
+        for _, item in items:
+            yield work(item)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="modelkeep-blobs")
+    pending: deque[tuple[int, Future[Any]]] = deque()
+    in_flight = 0
+    try:
+        for nbytes, item in items:
+            while pending and (len(pending) >= 2 * workers or in_flight + nbytes > IN_FLIGHT_BYTES):
+                done, future = pending.popleft()
+                in_flight -= done
+                yield future.result()
+            pending.append((nbytes, pool.submit(work, item)))
+            in_flight += nbytes
+        while pending:
+            yield pending.popleft()[1].result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = None,
-          progress: Progress | None = None, segment_bytes: int = SEGMENT_BYTES) -> dict[str, Any]:
+          progress: Progress | None = None, segment_bytes: int = SEGMENT_BYTES, workers: int = 1) -> dict[str, Any]:
     """Put ``path``'s blobs (and ``card``'s) into ``store``; return the version manifest (not yet stored).
 
     A blob already in the store is not sent again (``put`` is idempotent), so a push that was
-    interrupted resumes where it stopped."""
+    interrupted resumes where it stopped. ``workers`` puts run at once (for remote stores)."""
     header = read_header(path)
     path = header.path
     whole = hashlib.sha256()
@@ -96,13 +124,22 @@ def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = 
         }
         if progress is not None:
             progress(len(head))
-        for begin, end, name in _segments(header):
-            for start, stop in _parts(begin, end, segment_bytes):
-                data = _read_exact(handle, header.data_start + start, stop - start, path)
-                whole.update(data)
-                manifest["segments"].append({"digest": store.put(data), "size": len(data), "tensor": name})
-                if progress is not None:
-                    progress(len(data))
+
+        def pieces() -> Iterator[tuple[int, tuple[bytes, str | None]]]:
+            for begin, end, name in _segments(header):
+                for start, stop in _parts(begin, end, segment_bytes):
+                    data = _read_exact(handle, header.data_start + start, stop - start, path)
+                    whole.update(data)
+                    yield len(data), (data, name)
+
+        def put(piece: tuple[bytes, str | None]) -> dict[str, Any]:
+            data, name = piece
+            return {"digest": store.put(data), "size": len(data), "tensor": name}
+
+        for segment in _ordered(put, pieces(), workers):
+            manifest["segments"].append(segment)
+            if progress is not None:
+                progress(segment["size"])
         if handle.read(1):
             raise FormatError(f"{path} grew while it was read into the registry; try again")
     manifest["sha256"] = whole.hexdigest()
@@ -151,13 +188,18 @@ def blobs_of(manifest: dict[str, Any]) -> set[str]:
 
 
 def rebuild(manifest: dict[str, Any], store: BlobStore, out: str | os.PathLike[str], *,
-            durable: bool = True, progress: Progress | None = None) -> Path:
-    """Write the byte-identical file ``manifest`` describes to ``out``, verifying every digest on the way."""
+            durable: bool = True, progress: Progress | None = None, workers: int = 1) -> Path:
+    """Write the byte-identical file ``manifest`` describes to ``out``, verifying every digest on the way
+    (``workers`` blobs fetched at once, written in order)."""
     out = Path(out)
     whole = hashlib.sha256()
+    blobs = [manifest["header"], *manifest["segments"]]
+
+    def get(blob: dict[str, Any]) -> bytes:
+        return store.get(blob["digest"], max_bytes=max(blob["size"], 1))
+
     with atomic_write(out, durable=durable) as handle:
-        for blob in [manifest["header"], *manifest["segments"]]:
-            data = store.get(blob["digest"], max_bytes=max(blob["size"], 1))
+        for blob, data in zip(blobs, _ordered(get, ((b["size"], b) for b in blobs), workers)):
             if len(data) != blob["size"]:
                 raise IntegrityError(f"blob {blob['digest']} holds {len(data):,} bytes; "
                                      f"the manifest says {blob['size']:,}")

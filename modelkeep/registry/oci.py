@@ -85,6 +85,8 @@ class OciRegistry(Operations):
     ``~/.docker/config.json`` (read only when the registry asks). Plain HTTP only for loopback hosts, or with
     ``insecure=True`` or ``MODELKEEP_OCI_INSECURE=1``."""
 
+    transfer_workers = 8  # blobs a push or pull moves at once (each is its own request)
+
     def __init__(self, location: str, *, username: str | None = None, password: str | None = None,
                  insecure: bool | None = None) -> None:
         self.host, self.namespace = parse_location(location)

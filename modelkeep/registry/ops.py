@@ -38,7 +38,8 @@ def push(reg: RegistryBackend, file: str | os.PathLike[str], name: str, *, alias
     parent_id = reg.resolve(parent)[1] if parent else _parent_by_content(reg, record)
     store = reg.blob_store(name)
     for attempt in range(2):
-        manifest = layout.split(file, store, card=card, progress=progress if attempt == 0 else None)
+        manifest = layout.split(file, store, card=card, progress=progress if attempt == 0 else None,
+                                workers=_workers(reg))
         try:
             version = reg.publish(name, manifest, record, alias=alias, parent=parent_id,
                                   resplit=lambda: layout.split(file, store, card=card))
@@ -66,7 +67,7 @@ def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, d
     manifest, store = reg.manifest(name, version_id), reg.blob_store(name)
     signature = reg.attachment(name, version_id, SIGNATURE)
     if require_signature is None:
-        path = layout.rebuild(manifest, store, out, durable=durable, progress=progress)
+        path = layout.rebuild(manifest, store, out, durable=durable, progress=progress, workers=_workers(reg))
         if signature is not None:
             write_bytes(Path(str(path) + SIGNATURE_SUFFIX), signature, durable)
         return path
@@ -77,7 +78,8 @@ def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, d
         raise SignatureError(f"{name}:{version_id[:12]} in {reg.location} is not signed; it was required to be "
                              f"signed by the pair of {require_signature}. Nothing was written")
     with tempfile.TemporaryDirectory(prefix="modelkeep-pull-") as scratch:
-        staged = layout.rebuild(manifest, store, Path(scratch) / out.name, durable=False, progress=progress)
+        staged = layout.rebuild(manifest, store, Path(scratch) / out.name, durable=False, progress=progress,
+                                workers=_workers(reg))
         write_bytes(Path(str(staged) + SIGNATURE_SUFFIX), signature, False)
         try:
             verify_file(staged, require_signature)
@@ -88,6 +90,11 @@ def pull(reg: RegistryBackend, ref: str, out: str | os.PathLike[str] = ".", *, d
             shutil.copyfileobj(source, handle, 8 << 20)
     write_bytes(Path(str(out) + SIGNATURE_SUFFIX), signature, durable)
     return out
+
+
+def _workers(reg: RegistryBackend) -> int:
+    """How many blobs a push or pull moves at once: a backend over the network says (``transfer_workers``)."""
+    return int(getattr(reg, "transfer_workers", 1))
 
 
 def write_bytes(path: Path, data: bytes, durable: bool = False) -> None:

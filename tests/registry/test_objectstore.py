@@ -156,6 +156,7 @@ def test_a_hostile_record_is_skipped_not_read(reg, tmp_path):
 
 def test_an_interrupted_push_resumes_without_resending(reg, tmp_path, monkeypatch):
     original = fine_tune(tmp_path / "m.safetensors", 1)
+    reg.transfer_workers = 1  # one blob at a time, so exactly three arrive
     real_put, puts = reg.blobs.put, []
 
     def put_three_then_fail(data, **options):
@@ -333,7 +334,7 @@ def test_s3_an_interrupted_push_resumes_without_resending(s3_location, tmp_path,
     real_put, puts = reg.blobs.put, []
 
     def put_five_then_fail(data, **kwargs):
-        if len(puts) == 5:
+        if len(puts) >= 5:
             raise ConnectionError("network gone")
         puts.append(real_put(data, **kwargs))
         return puts[-1]
@@ -345,7 +346,9 @@ def test_s3_an_interrupted_push_resumes_without_resending(s3_location, tmp_path,
     assert ObjectStoreRegistry(location, storage_options=options).list() == []
     written = _count_blob_writes(reg, monkeypatch)
     reg.push(original, "m")
-    assert len(written) == 12 - 5
+    arrived = set(puts)  # five, or a few more: the push sends blobs eight at a time
+    assert len(arrived) >= 5 and len(written) == 12 - len(arrived)
+    assert not {name.replace("/", "") for name in written} & arrived
     assert reg.pull("m", tmp_path / "o.safetensors").read_bytes() == original.read_bytes()
 
 

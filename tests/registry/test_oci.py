@@ -178,14 +178,17 @@ def test_an_interrupted_push_is_invisible_and_the_retry_sends_only_what_is_missi
 
     with pytest.raises(KeyboardInterrupt):
         reg.push(original, "m", progress=die_after_three_blobs)
-    assert len(uploads) == 3
+    arrived = set(uploads)  # three, or more: blobs go eight at a time, and those under way finish
+    assert len(arrived) >= 3
     assert reg.list() == [] and not [t for t in reg.repository("m").tags() if t.startswith("mk-")]
     with pytest.raises(ModelNotFoundError):
         reg.show("m")
     first = len(uploads)
     version = reg.push(original, "m")
-    distinct = len(layout.blobs_of(reg.manifest("m", version.id)))
-    assert len(uploads) - first == distinct - 3 + 1  # the missing blobs and the config, nothing twice
+    blobs = layout.blobs_of(reg.manifest("m", version.id))
+    resent = uploads[first:]
+    assert not set(resent) & arrived  # nothing twice
+    assert len(resent) == len(blobs - arrived) + 1  # the missing blobs and the config
     assert reg.pull("m", tmp_path / "o.safetensors").read_bytes() == original.read_bytes()
 
 
