@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "checkpoints",
     "export_checkpoint",
     "export",
+    "serve",
 ]
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,77 @@
+"""``ServeSettings``: every option of ``modelkeep serve`` in one frozen dataclass.
+
+The command line, the app factory and the workers uvicorn starts all read this one object; several workers
+receive it as JSON in an environment variable (``to_environment``/``from_environment``), since uvicorn
+starts each worker from an import string. This module imports neither torch nor the web framework.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import ConfigError
+
+ENVIRONMENT_VARIABLE = "MODELKEEP_SERVE_SETTINGS"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What to serve and how.
+
+    ``sources``: model files or registry URLs (``registry://name@production``), each served under its
+    file's stem or its registry name. ``max_batch_size`` rows run together at most, after waiting at most
+    ``max_queue_delay_ms`` for more requests (Triton's ``max_queue_delay_microseconds``). A request body
+    over ``max_body_bytes`` is refused (413) while it is read; a request of more than ``max_request_rows``
+    rows is refused (400). ``api_keys`` empty: inference is open. ``follow_alias_seconds``: how often a
+    registry alias is re-resolved (``None``: never). ``cors_origins`` empty: no CORS headers at all.
+    ``device``: where the models run (``"cuda"``); the CPU by default.
+    """
+
+    sources: tuple[str, ...]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 5.0
+    max_body_bytes: int = 16 * MiB
+    max_request_rows: int = 1024
+    api_keys: tuple[str, ...] = ()
+    allow_nonfinite: bool = False
+    follow_alias_seconds: float | None = None
+    cors_origins: tuple[str, ...] = ()
+    trust_code: bool = False
+    device: str | None = None  # where the weights live ("cuda", "cuda:1"); None: the CPU
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("serve needs at least one model file or registry URL")
+        for name in ("workers", "max_batch_size", "max_body_bytes", "max_request_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not 0 <= self.max_queue_delay_ms <= 60_000:
+            raise ConfigError(f"max_queue_delay_ms must be between 0 and 60000, got {self.max_queue_delay_ms!r}")
+        if self.follow_alias_seconds is not None and not self.follow_alias_seconds > 0:
+            raise ConfigError(f"follow_alias_seconds must be positive, got {self.follow_alias_seconds!r}")
+        if any(not key or any(c.isspace() for c in key) for key in self.api_keys):
+            raise ConfigError("an API key must be a non-empty word without spaces")
+
+    def to_environment(self) -> str:
+        """The settings as JSON, for ``ENVIRONMENT_VARIABLE`` of the worker processes."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_environment(cls) -> "ServeSettings":
+        text = os.environ.get(ENVIRONMENT_VARIABLE)
+        if not text:
+            raise ConfigError(f"{ENVIRONMENT_VARIABLE} is not set: start the server with `modelkeep serve`")
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        for name in ("sources", "api_keys", "cors_origins"):
+            data[name] = tuple(data.get(name) or ())
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+__all__ = ["ENVIRONMENT_VARIABLE", "ServeSettings"]
