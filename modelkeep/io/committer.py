@@ -260,6 +260,18 @@ class MarkerCommitter:
         self.fs.pipe_file(path + MARKER_SUFFIX, json.dumps({"modelkeep_commit": 1, "size": size}).encode())
         return size
 
+    def replace(self, name: str, data: bytes) -> None:
+        """Write small item ``name`` over a committed one with no moment in which it is absent.
+
+        On an object store a PUT replaces an object whole, so the bytes go first and the marker after;
+        a reader in between finds the old marker beside the new bytes and takes them when the sizes
+        agree, so give such items a fixed size (the registry's aliases have one). ``writing`` instead
+        removes the marker first: the item is absent until its new bytes are complete."""
+        path = self.path(name)
+        self._make_parent(path)
+        self.fs.pipe_file(path, bytes(data))
+        self.fs.pipe_file(path + MARKER_SUFFIX, json.dumps({"modelkeep_commit": 1, "size": len(data)}).encode())
+
     def is_committed(self, name: str) -> bool:
         path = self.path(name)
         size = self._marker_size(path + MARKER_SUFFIX)

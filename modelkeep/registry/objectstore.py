@@ -5,7 +5,7 @@ Layout under the prefix (normative; also in docs/registry.md)::
     blobs/ab/cdef...                         content-addressed blobs (``FsspecBlobStore``), manifests among them
     versions/<name>/<version id>.json        the record: name, id, created, size, metrics, hyperparameters,
                                              lineage, parent, content_hash (written once)
-    aliases/<name>/<alias>.json              {"id": version id, "set": time}; the last writer wins
+    aliases/<name>/<alias>.json              {"id": version id, "set": "seconds.micro"}; fixed size, replaced in place
     attachments/<name>/<version id>/<kind>   small documents beside a version (its signature)
     locks/push-<uuid>.json, locks/gc-<uuid>.json   see ``locks``
 
@@ -108,7 +108,7 @@ class ObjectStoreRegistry(Operations):
                 self._write(item, doc)
                 version = _version(name, version_id, doc)
             if alias is not None:
-                self._write(_alias_item(name, alias), {"id": version_id, "set": time.time()})
+                self._point(name, alias, version_id)
         # not ``show``: a client publishing the same content may be rewriting the record this very moment
         aliases = self._aliases(f"aliases/{name}/").get((name, version_id), ())
         return replace(version, aliases=aliases)  # type: ignore[type-var]
@@ -120,6 +120,11 @@ class ObjectStoreRegistry(Operations):
         with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(digests))) as pool:
             return all(pool.map(self.blobs.has, sorted(digests)))
 
+    def _point(self, name: str, alias: str, version_id: str) -> None:
+        """Move an alias with no moment of absence: a fixed-size document replaced in place (``replace``)."""
+        doc = {"id": version_id, "set": f"{time.time():017.6f}"}
+        self.items.replace(_alias_item(name, alias), json.dumps(doc, sort_keys=True).encode())
+
     def _write(self, item: str, doc: dict[str, Any]) -> None:
         with self.items.writing(item) as handle:
             handle.write(json.dumps(doc, sort_keys=True).encode())
@@ -130,7 +135,7 @@ class ObjectStoreRegistry(Operations):
         """``ref`` -> ``(name, full version id)``; ``NAME`` alone is its newest version."""
         name, version, alias = parse_ref(ref)
         if alias is not None:
-            doc = self._read_item(_alias_item(name, alias), "alias")
+            doc = self._read_alias(_alias_item(name, alias))
             ids = [doc["id"]] if isinstance(doc, dict) and isinstance(doc.get("id"), str) else []
             ids = [i for i in ids if DIGEST.match(i) and self.items.is_committed(_record_item(name, i))]
         elif version is not None:
@@ -193,6 +198,13 @@ class ObjectStoreRegistry(Operations):
                           f"{MAX_RECORD_BYTES:,} bytes ({sizes[item]} bytes); remove it", RuntimeWarning, stacklevel=3)
         return {item: doc for item, doc in docs.items() if doc is not None}
 
+    def _read_alias(self, item: str) -> Any:
+        """An alias document in two requests (marker, bytes); one being moved reads as its old or new value."""
+        try:
+            return _parse(self.items.read(item, MAX_RECORD_BYTES))
+        except FileNotFoundError:
+            return None
+
     def _read_item(self, item: str, what: str) -> Any:
         """One small JSON item, or ``None`` when it is not committed."""
         data = self._read_bytes(item, MAX_RECORD_BYTES, what)
@@ -238,7 +250,7 @@ class ObjectStoreRegistry(Operations):
         """Point ``name@alias`` at ``version`` (moving it if it pointed elsewhere; the last writer wins)."""
         check_name(alias, "alias")
         name, version_id = self.resolve(f"{name}:{version}")
-        self._write(_alias_item(name, alias), {"id": version_id, "set": time.time()})
+        self._point(name, alias, version_id)
         return self.show(f"{name}:{version_id}")
 
     def remove(self, ref: str) -> list[str]:

@@ -407,3 +407,26 @@ def test_s3_gc_while_pushing_loses_nothing(s3_location, tmp_path):
     assert len(reg.list()) == 8 and reg.locks.held() == []
     _pull_all(reg, tmp_path, {**{("a", v): p for v, p in zip(results[0], paths[:4])},
                               **{("b", v): p for v, p in zip(results[1], paths[4:])}})
+
+
+def _move_back_and_forth(location, options, ids, times):
+    reg = ObjectStoreRegistry(location, storage_options=options)
+    for i in range(times):
+        reg.set_alias("m", ids[i % 2], "production")
+
+
+def test_s3_a_moving_alias_is_never_absent(s3_location, tmp_path):
+    """Readers resolving an alias while another client moves it back and forth see one version or the other,
+    never no alias (the alias document is replaced in place, not removed and rewritten)."""
+    location, options = s3_location
+    reg = ObjectStoreRegistry(location, storage_options=options)
+    ids = [reg.push(fine_tune(tmp_path / f"{i}.safetensors", i), "m", alias="production").id for i in range(2)]
+    mover = multiprocessing.get_context("fork").Process(target=_move_back_and_forth, args=(location, options, ids, 150))
+    mover.start()
+    seen = set()
+    try:
+        while mover.is_alive():
+            seen.add(reg.resolve("m@production")[1])  # raises ModelNotFoundError if the alias were absent
+    finally:
+        mover.join(timeout=60)
+    assert mover.exitcode == 0 and seen <= set(ids) and seen
