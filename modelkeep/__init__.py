@@ -55,7 +55,7 @@ _EXPORTS = {
     # train: the seams fine-tuning and multi-process training plug into
     "Regularizer": "train", "GroupRule": "train", "ModePolicy": "train", "ProcessStrategy": "train",
     # export: models out to ONNX and plain state dicts
-    "export_onnx": "export", "export_state_dict": "export", "ExportError": "errors",
+    "export_onnx": "export", "export_state_dict": "export", "export_triton": "export", "ExportError": "errors",
     # importers: models from elsewhere, in
     "import_model": "importers", "ImportReport": "importers",
     # transfer: fine-tuning a model that starts from another

@@ -1,4 +1,4 @@
-"""How an item becomes visible all or nothing: the ``Committer`` protocol and its two implementations.
+"""How an item becomes visible all or nothing: the two implementations of ``Committer`` (``committing.py``).
 
 * ``RenameCommitter`` keeps items in a local folder. A write goes to a
   temporary name, is fsynced and renamed over the final name, and the folder is
@@ -30,55 +30,15 @@ import posixpath
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager, Iterator, Protocol
+from typing import Any, BinaryIO, Iterator
 
 from ..errors import ConfigError, ModelNotFoundError
 from .atomic import TEMP_MARKER, atomic_write, clean_leftovers, fsync_directory
+from .committing import Committer  # noqa: F401 - the protocol these implement, importable from here too
 
 MARKER_SUFFIX = ".modelkeep-committed"
 MAX_MARKER_BYTES = 4096  # a marker is a few dozen bytes; anything larger is not ours
 COPY_CHUNK = 8 << 20
-
-
-class Committer(Protocol):
-    """Makes each written item visible to readers whole, or not at all.
-
-    Call order: ``clean()`` once at start-up (removes what crashed writers
-    left); then any number of ``with committer.writing(name) as handle: ...``
-    blocks — the item appears, complete, when the block exits cleanly and not
-    at all when it raises; ``is_committed(name)`` before a reader trusts an item.
-
-    A worked example, a committer keeping items in a dict (the commit is one
-    dict assignment, which no reader can see half done)::
-
-        class DictCommitter:
-            def __init__(self):
-                self.items = {}
-
-            @contextlib.contextmanager
-            def writing(self, name):
-                buffer = io.BytesIO()
-                yield buffer                          # raises here: nothing is stored
-                self.items[name] = buffer.getvalue()  # the commit
-
-            def is_committed(self, name):
-                return name in self.items
-
-            def clean(self):
-                return []                             # a dict holds no leftovers
-    """
-
-    def writing(self, name: str) -> ContextManager[BinaryIO]:
-        """A seekable binary handle whose bytes become item ``name`` when the block exits cleanly."""
-        ...
-
-    def is_committed(self, name: str) -> bool:
-        """Whether ``name`` is a complete item a reader may trust."""
-        ...
-
-    def clean(self) -> list[str]:
-        """Remove what writers that died mid-write left; return the names removed."""
-        ...
 
 
 def check_name(name: str) -> str:
