@@ -203,5 +203,5 @@ def test_io_imports_nothing_from_modelkeep_but_errors():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     modules, heavy = out.splitlines()
     assert set(modules.split(",")) <= {"modelkeep.errors", "modelkeep.io", "modelkeep.io.atomic",
-                                  "modelkeep.io.blobstore", "modelkeep.io.committer"}
+                                  "modelkeep.io.blobstore", "modelkeep.io.committer", "modelkeep.io.committing"}
     assert heavy == "False False"  # fsspec only once a store on it is made; never torch
