@@ -30,6 +30,7 @@ BENCHMARKS = [
     "bench_registry",
     "bench_registry_concurrency",
     "bench_registry_remote",
+    "bench_serve",
 ]
 
 

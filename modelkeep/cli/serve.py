@@ -35,6 +35,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser requests from this origin (repeatable; default: CORS off)")
     parser.add_argument("--device", help="where the models run: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+                        help="auto (default): onnxruntime when the model's ONNX export passes parity, eager "
+                             "PyTorch otherwise; onnxruntime: refuse to start when it does not; torch: never export")
+    parser.add_argument("--onnx-threads", type=int, metavar="N",
+                        help="onnxruntime's intra-op threads per model (default: one per core, shared among workers)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
     add_trust_code(parser)
@@ -51,6 +56,22 @@ def handle(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
         max_body_bytes=args.max_body_bytes, max_request_rows=args.max_request_rows, api_keys=tuple(keys),
         allow_nonfinite=args.allow_nonfinite, follow_alias_seconds=args.follow_alias,
-        cors_origins=tuple(args.cors_origin), trust_code=args.trust_code, device=args.device)
+        cors_origins=tuple(args.cors_origin), trust_code=args.trust_code, device=args.device,
+        backend=args.backend, onnx_threads=args.onnx_threads)
+    _show_server_messages(args.log_level)
     run_server(settings, log_level=args.log_level, access_log=not args.no_access_log)
     return 0
+
+
+def _show_server_messages(level: str) -> None:
+    """The server's own messages on stderr, as uvicorn writes its own: which backend each model runs on and,
+    when onnxruntime could not be used, why."""
+    import logging
+
+    logger = logging.getLogger("modelkeep.serve")
+    if not any(getattr(h, "_modelkeep_server", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        handler._modelkeep_server = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -1,6 +1,7 @@
 """``create_app(settings)``: the FastAPI application of ``modelkeep serve``.
 
-It loads the models named in the settings (``ModelTable``), mounts the V2 and V1 routers and ``/metrics``,
+It loads the models named in the settings (``ModelTable``), mounts the V2 and V1 routers, the model pages
+(``page``: ``/``, ``/models/{name}``, ``/static/``) and ``/metrics``,
 and wraps everything in the serving middleware (body limit, access log, request metrics). Errors are
 answered as ``{"error": "..."}``: a ``modelkeep.errors`` type by its status (``http_errors.status_for``),
 the framework's own refusals (unknown route, wrong method, a bad query parameter) with their 4xx, and
@@ -33,7 +34,7 @@ LOGGER = logging.getLogger("modelkeep.serve")
 
 def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> FastAPI:
     """The app serving ``settings.sources`` (or an already loaded ``table``)."""
-    from . import v1, v2
+    from . import page, v1, v2
 
     metrics = Metrics()
     table = table if table is not None else ModelTable.load(settings)
@@ -41,6 +42,7 @@ def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        table.reopen()  # a no-op the first time; an app started again after a shutdown serves again
         follower = None
         if settings.follow_alias_seconds:
             follower = asyncio.get_running_loop().create_task(table.follow_aliases(settings.follow_alias_seconds))
@@ -57,6 +59,7 @@ def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> F
     app.state.settings, app.state.table, app.state.metrics = settings, table, metrics
     app.include_router(v2.router)
     app.include_router(v1.router)
+    app.include_router(page.router)  # GET / and /models/{name}: a page per model (static/ holds its script)
     app.add_api_route("/metrics", lambda: Response(metrics.render(), media_type=metrics.content_type),
                       methods=["GET"], include_in_schema=False)
     _add_error_handlers(app)

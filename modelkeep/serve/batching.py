@@ -63,6 +63,10 @@ class Batcher:
         self._arrived.set()
         return await job.future
 
+    def reopen(self, executor: concurrent.futures.Executor) -> None:
+        """Take jobs again after ``close`` (an app whose lifespan starts a second time), on ``executor``."""
+        self.executor, self._closing, self._loop = executor, False, None
+
     async def close(self) -> None:
         """Finish the queued jobs, then stop."""
         self._closing = True

@@ -6,11 +6,12 @@ memory, so overwriting or deleting the file while serving changes nothing. The n
 the registry name; the version is the first 12 hex digits of the content hash, or of the registry version id
 (as ``modelkeep ls`` shows it).
 
-Two runners work on a batch of rows in the model's worker thread, under ``torch.inference_mode``:
-``infer_rows`` (the V2 tensors: the network's raw outputs named by the signature, plus ``probabilities``
-equal to what ``predict`` reports, the same surface as ``export_onnx(..., probabilities=True)``, so a
-client moves to Triton unchanged) and ``predict_rows`` (``Model.predict``: saved pre- and post-processing,
-class names). Never imports ``train`` or ``checkpoint``.
+Two runners work on a batch of rows in the model's worker thread: ``infer_rows`` (the V2 tensors: the
+network's raw outputs named by the signature, plus ``probabilities`` equal to what ``predict`` reports, the
+same surface as ``export_onnx(..., probabilities=True)``, so a client moves to Triton unchanged) and
+``predict_rows`` (``Model.predict``: saved pre- and post-processing, class names). Both apply the saved pre- and post-processing themselves around the forward pass of the model's
+backend (``served.network``: onnxruntime or eager PyTorch under ``torch.inference_mode``, chosen by the table
+with ``onnx_runner.choose_backend``). Never imports ``train`` or ``checkpoint``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import concurrent.futures
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,10 +60,31 @@ class ServedModel:
     executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="modelkeep-serve"))
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    backend: Any = None  # an onnx_runner.Backend, chosen by the table; None: eager PyTorch
+
+    @property
+    def network(self) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """The forward pass on preprocessed rows: the chosen backend's, eager PyTorch by default."""
+        if self.backend is None:
+            from .onnx_runner import Backend, TorchNetwork
+
+            self.backend = Backend("torch", TorchNetwork(self.model.module, chunk_rows=self.chunk_rows))
+        return self.backend.network
+
+    @property
+    def platform(self) -> str:
+        """The V2 metadata's ``platform``: ``onnxruntime_onnx`` or ``pytorch`` (see ``onnx_runner.PLATFORMS``)."""
+        return "pytorch" if self.backend is None else self.backend.platform
 
     @property
     def takes_text(self) -> bool:
         return bool(getattr(self.model.preprocessing, "takes_text", False))
+
+    def reopen(self) -> None:
+        """Serve again after ``close``: a fresh worker thread, the batchers taking jobs on it."""
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="modelkeep-serve")
+        for batcher in self.batchers.values():
+            batcher.reopen(self.executor)
 
     async def close(self) -> None:
         """Let queued requests finish, then free the worker thread."""
@@ -145,39 +167,64 @@ def _token_limit(model: Any, inputs: tuple[TensorInfo, ...]) -> int | None:
 
 
 def infer_rows(served: ServedModel, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The V2 outputs for checked input rows: raw network outputs by name, and ``probabilities``."""
+    """The V2 outputs for checked input rows: raw network outputs by name, and ``probabilities``. The saved
+    preprocessing runs here before the backend's network, the post-processing after it, whichever the backend."""
     import torch
 
     from ..artifact.model import refuse_nonfinite
 
     model = served.model
-    with torch.inference_mode():
-        if model.preprocessing is not None and not served.takes_text:
-            rows = model.preprocessing.transform(rows)
-            if not served.allow_nonfinite:
-                refuse_nonfinite(np.asarray(rows), "preprocessed input")
-        device = next(model.module.parameters(), torch.empty(0)).device
-        chunks = []
-        for start in range(0, len(rows), served.chunk_rows):
-            batch = torch.from_numpy(np.ascontiguousarray(rows[start:start + served.chunk_rows])).to(device)
-            out = model.module(batch)
-            chunks.append(tuple(o.float().cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))))
-        outputs = [torch.cat(parts) for parts in zip(*chunks)]
+    if model.preprocessing is not None and not served.takes_text:
+        rows = model.preprocessing.transform(rows)
         if not served.allow_nonfinite:
-            refuse_nonfinite(outputs[0].numpy(), "network output")
-        result = {info.name: tensor.numpy() for info, tensor in zip(served.outputs, outputs)}
-        if served.outputs[-1].name == PROBABILITIES:
-            result[PROBABILITIES] = np.asarray(model.postprocessor.apply(outputs[0]).probabilities, np.float32)
+            refuse_nonfinite(np.asarray(rows), "preprocessed input")
+    outputs = served.network(rows)
+    if not served.allow_nonfinite:
+        refuse_nonfinite(outputs[0], "network output")
+    result = {info.name: values for info, values in zip(served.outputs, outputs)}
+    if served.outputs[-1].name == PROBABILITIES:
+        with torch.inference_mode():
+            probabilities = model.postprocessor.apply(torch.from_numpy(outputs[0])).probabilities
+        result[PROBABILITIES] = np.asarray(probabilities, np.float32)
     return result
 
 
 def predict_rows(served: ServedModel, rows: np.ndarray) -> dict[str, list[dict[str, Any]]]:
-    """``Model.predict`` on raw rows: one record per row, with every class ranked (callers keep their top k)."""
+    """``Model.predict`` on raw rows: one record per row, with every class ranked (callers keep their top k).
+    On eager PyTorch this is ``Model.predict`` itself; on onnxruntime, the same steps around the session."""
     import torch
 
-    with torch.inference_mode():
-        prediction = served.model.predict(rows, allow_nonfinite=served.allow_nonfinite, batch_size=served.chunk_rows)
+    if served.backend is None or served.backend.name == "torch":
+        with torch.inference_mode():
+            prediction = served.model.predict(rows, allow_nonfinite=served.allow_nonfinite,
+                                              batch_size=served.chunk_rows)
+    else:
+        prediction = _predict_with(served, rows)
     return {"records": prediction.to_records(top=max(1, len(prediction.class_names)))}
+
+
+def _predict_with(served: ServedModel, x: np.ndarray) -> Any:
+    """``Model.predict``'s steps (tokenizer, input check, non-finite refusals, preprocessing, post-processing)
+    with the forward pass on ``served.network``."""
+    import torch
+
+    from ..artifact.model import refuse_nonfinite
+
+    model, strict = served.model, not served.allow_nonfinite
+    if served.takes_text:
+        x = model.preprocessing.transform(x)
+    x = model._check_input(x)  # noqa: SLF001 - the very check Model.predict runs
+    if strict:
+        refuse_nonfinite(x, "input")
+    if model.preprocessing is not None and not served.takes_text:
+        x = model.preprocessing.transform(x)
+        if strict:
+            refuse_nonfinite(x, "preprocessed input")
+    out = served.network(x)[0]
+    if strict:
+        refuse_nonfinite(out, "network output")
+    with torch.inference_mode():
+        return model.postprocessor.apply(torch.from_numpy(out))
 
 
 __all__ = ["PROBABILITIES", "ServedModel", "TensorInfo", "infer_rows", "load_source", "predict_rows",

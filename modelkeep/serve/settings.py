@@ -14,6 +14,7 @@ from ..errors import ConfigError
 
 ENVIRONMENT_VARIABLE = "MODELKEEP_SERVE_SETTINGS"
 MiB = 1024 * 1024
+BACKENDS = ("auto", "onnxruntime", "torch")  # the same as onnx_runner.BACKENDS, without importing it
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,11 @@ class ServeSettings:
     over ``max_body_bytes`` is refused (413) while it is read; a request of more than ``max_request_rows``
     rows is refused (400). ``api_keys`` empty: inference is open. ``follow_alias_seconds``: how often a
     registry alias is re-resolved (``None``: never). ``cors_origins`` empty: no CORS headers at all.
-    ``device``: where the models run (``"cuda"``); the CPU by default.
+    ``device``: where the models run (``"cuda"``); the CPU by default. ``backend``: ``"auto"`` runs each model
+    in onnxruntime when its ONNX export passes the parity check and in eager PyTorch otherwise (the reason is
+    logged); ``"onnxruntime"`` refuses to start when a model cannot; ``"torch"`` never exports.
+    ``onnx_threads``: onnxruntime's intra-op threads per model (``None``: one per physical core, or the
+    cores shared out among several workers).
     """
 
     sources: tuple[str, ...]
@@ -43,6 +48,8 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     trust_code: bool = False
     device: str | None = None  # where the weights live ("cuda", "cuda:1"); None: the CPU
+    backend: str = "auto"
+    onnx_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -53,6 +60,11 @@ class ServeSettings:
                 raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
         if not 0 <= self.max_queue_delay_ms <= 60_000:
             raise ConfigError(f"max_queue_delay_ms must be between 0 and 60000, got {self.max_queue_delay_ms!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.onnx_threads is not None and (not isinstance(self.onnx_threads, int)
+                                              or isinstance(self.onnx_threads, bool) or self.onnx_threads < 1):
+            raise ConfigError(f"onnx_threads must be a whole number of at least 1, got {self.onnx_threads!r}")
         if self.follow_alias_seconds is not None and not self.follow_alias_seconds > 0:
             raise ConfigError(f"follow_alias_seconds must be positive, got {self.follow_alias_seconds!r}")
         if any(not key or any(c.isspace() for c in key) for key in self.api_keys):

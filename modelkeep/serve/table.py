@@ -1,10 +1,12 @@
 """The table of served models: name -> ``ServedModel``, loaded only from the sources named at start-up.
 
 ``ModelTable.load(settings)`` loads every source (two sources of one name are refused). Each model gets
-its batchers here, wired to the server's metrics. ``follow_aliases`` polls the registry aliases among the
-sources (``registry://name@production``) every few seconds; when an alias moves, the new version is
-fetched and loaded in a worker thread, then swapped in: requests that arrive after the swap go to it, and
-the requests already queued on the old version finish there before it is closed. None is dropped.
+its backend here (``onnx_runner.choose_backend``: onnxruntime when its ONNX export passes parity, eager
+PyTorch otherwise, logged with the reason) and its batchers, wired to the server's metrics.
+``follow_aliases`` polls the registry aliases among the sources (``registry://name@production``) every few
+seconds; when an alias moves, the new version is fetched and loaded in a worker thread, then swapped in:
+requests that arrive after the swap go to it, and the requests already queued on the old version finish
+there before it is closed. None is dropped.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Callable
 from ..errors import ConfigError, ModelNotFoundError
 from .batching import Batcher
 from .models import ServedModel, infer_rows, load_source, predict_rows
+from .onnx_runner import choose_backend
 from .settings import ServeSettings
 
 LOGGER = logging.getLogger("modelkeep.serve")
@@ -44,6 +47,10 @@ class ModelTable:
         settings = self.settings
         served = load_source(source, allow_nonfinite=settings.allow_nonfinite, trust_code=settings.trust_code,
                              chunk_rows=settings.max_batch_size, device=settings.device)
+        served.backend = choose_backend(served.model, backend=settings.backend, threads=_onnx_threads(settings),
+                                        chunk_rows=settings.max_batch_size, device=settings.device, where=source)
+        log = LOGGER.warning if served.backend.reason else LOGGER.info
+        log("model %s (%s): %s", served.name, served.version, served.backend.describe())
         for kind, runner in KINDS.items():
             served.batchers[kind] = Batcher(partial(runner, served), max_batch_size=settings.max_batch_size,
                                             max_delay=settings.max_queue_delay_ms / 1000, executor=served.executor,
@@ -101,6 +108,23 @@ class ModelTable:
     async def close(self) -> None:
         for served in self.models():
             await served.close()
+        self.closed = True
+
+    def reopen(self) -> None:
+        """After ``close`` (a second lifespan of the same app): every model takes requests again."""
+        if getattr(self, "closed", False):
+            for served in self.models():
+                served.reopen()
+            self.closed = False
+
+
+def _onnx_threads(settings: ServeSettings) -> int:
+    """onnxruntime's intra-op threads: as set, or the cores shared out among several workers (0: its default)."""
+    import os
+
+    if settings.onnx_threads is not None:
+        return settings.onnx_threads
+    return max(1, (os.cpu_count() or 1) // settings.workers) if settings.workers > 1 else 0
 
 
 def _is_alias(source: str) -> bool:

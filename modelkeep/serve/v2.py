@@ -48,7 +48,7 @@ async def server_metadata() -> ServerMetadata:
 @router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS)
 async def model_metadata(request: Request, name: str, version: str | None = None) -> ModelMetadata:
     served = request.app.state.table.get(name, version)
-    return ModelMetadata(name=served.name, versions=[served.version], platform="pytorch",
+    return ModelMetadata(name=served.name, versions=[served.version], platform=served.platform,
                          inputs=[t.metadata() for t in served.inputs], outputs=[t.metadata() for t in served.outputs])
 
 

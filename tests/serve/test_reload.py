@@ -94,3 +94,21 @@ def test_follow_alias_polls_in_the_background(registry):
             time.sleep(0.05)
         response = client.post("/v1/models/price/predict", json={"instances": [[1.0, 2.0, 3.0]]})
         assert response.status_code == 200 and response.json()["model_version"] == second.id[:12]
+
+
+def test_an_app_started_again_after_a_shutdown_serves_again(model_files):
+    """A second lifespan of the same app (a test client reopened, an ASGI host restarting it) must not answer
+    500 because the first shutdown closed the batchers."""
+    from fastapi.testclient import TestClient
+
+    from modelkeep.serve import ServeSettings, create_app
+
+    app = create_app(ServeSettings(sources=(str(model_files["regression"]),), max_queue_delay_ms=0))
+    body = {"instances": [[0.1, 0.2, 0.3]]}
+    answers = []
+    for _ in range(2):
+        with TestClient(app) as client:
+            response = client.post("/v1/models/regression/predict", json=body)
+            assert response.status_code == 200, response.text
+            answers.append(response.json()["predictions"])
+    assert answers[0] == answers[1]
