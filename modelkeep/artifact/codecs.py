@@ -13,6 +13,7 @@ from .._registry import Registry
 from ..errors import FormatError
 from .architecture import ArchitectureCodec
 from .class_codec import ClassCodec
+from .ensemble_codec import EnsembleCodec
 from .spec_codec import SpecCodec
 
 ARCHITECTURES: Registry[ArchitectureCodec] = Registry("architecture type", FormatError)
@@ -31,5 +32,6 @@ def codec_for(kind: Any, where: object = "the file") -> ArchitectureCodec:
 
 ARCHITECTURES.register("spec", SpecCodec())
 ARCHITECTURES.register("class", ClassCodec())
+ARCHITECTURES.register("ensemble", EnsembleCodec())
 
 __all__ = ["ARCHITECTURES", "codec_for"]

@@ -95,7 +95,7 @@ def _unpack(model: Any, spec: Any, init: Any, given: dict[str, Any]) -> tuple[An
         loaded = model
         model, spec = loaded.module, spec or loaded.spec
         inherited = _sections_of(loaded)
-        if spec is None and init is None:
+        if spec is None and init is None and loaded.manifest.architecture.get("type") == "class":
             init = class_reference(loaded.manifest.architecture)[1]
     for key in _INHERITED:
         if pieces.get(key) is None or (key in ("task", "data_fingerprint") and not pieces.get(key)):
@@ -130,6 +130,9 @@ def _without_timings(history: Any) -> Any:
 def _codec_for_module(module: torch.nn.Module, spec: Any) -> ArchitectureCodec:
     if spec is not None:
         return codec_for("spec")
+    kind = getattr(module, "architecture_type", None)  # a module that names its own codec (an Ensemble)
+    if isinstance(kind, str):
+        return codec_for(kind)
     from ..nn import SpecModule
 
     if isinstance(module, SpecModule):

@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "import_model",
     "checkpoints",
     "export_checkpoint",
+    "ensemble",
     "export",
     "serve",
 ]

@@ -55,13 +55,13 @@ def linear_codec(monkeypatch):
 
 
 def test_the_built_in_codecs_are_registered():
-    assert ARCHITECTURES.names() == ["class", "spec"]
+    assert ARCHITECTURES.names() == ["class", "ensemble", "spec"]
     assert codec_for("spec").kind == "spec" and codec_for("class").kind == "class"
 
 
 @pytest.mark.parametrize("kind", ["onnx", "SPEC", None, {"type": "spec"}])
 def test_an_unknown_type_is_a_format_error_naming_the_known_ones(kind):
-    with pytest.raises(FormatError, match=r"not known to this modelkeep \(known: 'class', 'spec'\)"):
+    with pytest.raises(FormatError, match=r"not known to this modelkeep \(known: 'class', 'ensemble', 'spec'\)"):
         codec_for(kind, "x.safetensors")
 
 
