@@ -16,3 +16,34 @@ TOKEN_SPEC = {"layers": [{"kind": "Input", "name": "tokens", "shape": [SEQ], "dt
                          {"kind": "Embedding", "num_embeddings": VOCAB, "embedding_dim": 8},
                          {"kind": "GlobalAvgPool", "data_format": "channels_last"},
                          {"kind": "Dense", "name": "head", "units": 2}]}
+
+
+# Data each task's model can learn, shared by the task-matrix tests (``rng``: a NumPy Generator).
+def binary_data(rng, n):
+    import numpy as np
+
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+
+
+def multiclass_data(rng, n, *, noise=0.3, shift=3.0):
+    import numpy as np
+
+    y = rng.integers(0, 3, n)
+    x = (rng.standard_normal((n, 4)) * noise + np.eye(4)[y] * shift).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+def regression_data(rng, n):
+    import numpy as np
+
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    return x, (2 * x[:, 0] - x[:, 1] + 0.5).astype(np.float32)[:, None]
+
+
+def token_data(rng, n):
+    import numpy as np
+
+    y = rng.integers(0, 2, n)
+    low = rng.integers(0, VOCAB // 2, (n, SEQ))
+    return (low + y[:, None] * (VOCAB // 2)).astype(np.int64), y.astype(np.int64)

@@ -19,30 +19,8 @@ from modelkeep.data import dataset_from_arrays
 from modelkeep.nn import build
 from modelkeep.spec import load_spec
 
-from task_specs import SEQ, TOKEN_SPEC, VOCAB, dense_spec as _dense  # noqa: E402
-
-
-def _binary(rng, n):
-    x = rng.standard_normal((n, 4)).astype(np.float32)
-    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
-
-
-def _multiclass(rng, n):
-    y = rng.integers(0, 3, n)
-    x = (rng.standard_normal((n, 4)) * 0.3 + np.eye(4)[y] * 3).astype(np.float32)
-    return x, y.astype(np.int64)
-
-
-def _regression(rng, n):
-    x = rng.standard_normal((n, 3)).astype(np.float32)
-    return x, (2 * x[:, 0] - x[:, 1] + 0.5).astype(np.float32)[:, None]
-
-
-def _tokens(rng, n):
-    y = rng.integers(0, 2, n)
-    low = rng.integers(0, VOCAB // 2, (n, SEQ))
-    return (low + y[:, None] * (VOCAB // 2)).astype(np.int64), y.astype(np.int64)
-
+from task_specs import TOKEN_SPEC, binary_data as _binary, dense_spec as _dense  # noqa: E402
+from task_specs import multiclass_data as _multiclass, regression_data as _regression, token_data as _tokens
 
 
 TASKS = {
