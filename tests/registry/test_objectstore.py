@@ -361,7 +361,8 @@ def _collect_repeatedly(location, options, seconds):
     reg = ObjectStoreRegistry(location, storage_options=options, gc_wait_seconds=0.5)
     done = refused = removed = 0
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    # for `seconds`, and on until one collection has run (on a busy machine every try may meet a push in flight)
+    while time.monotonic() < deadline or (done == 0 and time.monotonic() < deadline + 60):
         try:
             removed += len(reg.gc(grace_seconds=0))
             done += 1
