@@ -149,16 +149,7 @@ class Model:
         ``memory_budget`` bytes (default ``DEFAULT_ACTIVATION_BUDGET``, 1 GiB);
         a model whose single row needs more is refused with ``DataError``.
         """
-        takes_text = getattr(self.preprocessing, "takes_text", False)
-        if takes_text:  # a saved tokenizer makes the token ids the checks below are about
-            x = self.preprocessing.transform(x)
-        x = self._check_input(x)
-        if not allow_nonfinite:
-            refuse_nonfinite(x, "input")
-        if self.preprocessing is not None and not takes_text:
-            x = self.preprocessing.transform(x)
-            if not allow_nonfinite:
-                refuse_nonfinite(x, "preprocessed input")
+        x = self.preprocess(x, allow_nonfinite=allow_nonfinite)
         first = next(self.module.parameters(), torch.empty(0))
         device = first.device
         if self.spec is not None:
@@ -169,6 +160,26 @@ class Model:
             batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
             outputs.append(self.module(batch).float().cpu())
         out = torch.cat(outputs) if outputs else torch.empty(0)
+        return self.postprocess(out, allow_nonfinite=allow_nonfinite)
+
+    def preprocess(self, x: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
+        """``predict``'s first half: the rows checked against the signature and through the saved preprocessing,
+        ready for the network (for another runtime of the same network, such as an ONNX session)."""
+        takes_text = getattr(self.preprocessing, "takes_text", False)
+        if takes_text:  # a saved tokenizer makes the token ids the checks below are about
+            x = self.preprocessing.transform(x)
+        x = self._check_input(x)
+        if not allow_nonfinite:
+            refuse_nonfinite(x, "input")
+        if self.preprocessing is not None and not takes_text:
+            x = self.preprocessing.transform(x)
+            if not allow_nonfinite:
+                refuse_nonfinite(x, "preprocessed input")
+        return x
+
+    def postprocess(self, out: Any, *, allow_nonfinite: bool = False) -> Prediction:
+        """``predict``'s second half: the network's output (a tensor or an array) through the saved post-processing."""
+        out = torch.as_tensor(out).float().cpu()
         if not allow_nonfinite:
             refuse_nonfinite(out.numpy(), "network output")
         return self.postprocessor.apply(out)

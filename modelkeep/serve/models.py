@@ -204,27 +204,9 @@ def predict_rows(served: ServedModel, rows: np.ndarray) -> dict[str, list[dict[s
 
 
 def _predict_with(served: ServedModel, x: np.ndarray) -> Any:
-    """``Model.predict``'s steps (tokenizer, input check, non-finite refusals, preprocessing, post-processing)
-    with the forward pass on ``served.network``."""
-    import torch
-
-    from ..artifact.model import refuse_nonfinite
-
-    model, strict = served.model, not served.allow_nonfinite
-    if served.takes_text:
-        x = model.preprocessing.transform(x)
-    x = model._check_input(x)  # noqa: SLF001 - the very check Model.predict runs
-    if strict:
-        refuse_nonfinite(x, "input")
-    if model.preprocessing is not None and not served.takes_text:
-        x = model.preprocessing.transform(x)
-        if strict:
-            refuse_nonfinite(x, "preprocessed input")
-    out = served.network(x)[0]
-    if strict:
-        refuse_nonfinite(out, "network output")
-    with torch.inference_mode():
-        return model.postprocessor.apply(torch.from_numpy(out))
+    """``Model.predict`` with the forward pass on ``served.network``: its own two halves around it."""
+    model, allow = served.model, served.allow_nonfinite
+    return model.postprocess(served.network(model.preprocess(x, allow_nonfinite=allow))[0], allow_nonfinite=allow)
 
 
 __all__ = ["PROBABILITIES", "ServedModel", "TensorInfo", "infer_rows", "load_source", "predict_rows",
