@@ -22,12 +22,12 @@ import hashlib
 import json
 import os
 import re
-import stat
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import ConfigError, ModelkeepError, ModelNotFoundError, SignatureError, StorageError
+from ..errors import ConfigError, ModelNotFoundError, SignatureError, StorageError
 from ..io.atomic import atomic_write, atomic_write_bytes, temporary_name
+from ..io.capped import read_capped
 
 SIGNATURE_SUFFIX = ".sig"
 MAX_SIGNATURE_BYTES = 1 << 20
@@ -67,7 +67,7 @@ def sign_file(path: PathArg, private_key: PathArg, *, signature: PathArg | None 
                 raise
             raise StorageError(f"cannot write {destination}: {exc.strerror or exc}; check that its folder exists "
                                "and is writable, or choose another path", errno=exc.errno) from None
-        data = _read_bounded(scratch, MAX_SIGNATURE_BYTES,
+        data = read_capped(scratch, MAX_SIGNATURE_BYTES,
                              lambda why: SignatureError(f"the signature model-signing made for {path} is {why}"))
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -160,24 +160,9 @@ def _import(module: str) -> Any:
         raise ConfigError(f"{_INSTALL} ({exc})") from None
 
 
-def _read_bounded(path: Path, cap: int, fail: Callable[[str], ModelkeepError]) -> bytes:
-    """The bytes of the regular file ``path``; ``fail(why)`` when it is not a file or holds over ``cap`` bytes,
-    checked before reading. ``FileNotFoundError`` when it does not exist (the caller says what that means)."""
-    info = os.stat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise fail("not a regular file")
-    if info.st_size > cap:
-        raise fail(f"{info.st_size} bytes, over the limit of {cap}")
-    with open(path, "rb") as handle:
-        data = handle.read(cap + 1)
-    if len(data) > cap:
-        raise fail(f"over the limit of {cap} bytes (it grew while being read)")
-    return data
-
-
 def _read_signature(path: PathArg, sig: Path) -> bytes:
     try:
-        return _read_bounded(sig, MAX_SIGNATURE_BYTES, lambda why: SignatureError(
+        return read_capped(sig, MAX_SIGNATURE_BYTES, lambda why: SignatureError(
             f"{sig} (the signature of {path}) is {why}; it is not a signature modelkeep made: sign the file "
             "again with `modelkeep sign`"))
     except FileNotFoundError:
@@ -222,7 +207,7 @@ def _read_key(path: Path, *, private: bool) -> Any:
     """The EC key in the PEM file ``path`` (bounded read); ``ConfigError`` saying what is wrong with it."""
     what = "private" if private else "public"
     try:
-        data = _read_bounded(path, MAX_KEY_BYTES, lambda why: ConfigError(
+        data = read_capped(path, MAX_KEY_BYTES, lambda why: ConfigError(
             f"the {what} key {path} is {why}; give the PEM file `modelkeep keygen` wrote"))
     except FileNotFoundError:
         raise ModelNotFoundError(f"no {what} key at {path}; make a pair with `modelkeep keygen PRIVATE.pem "

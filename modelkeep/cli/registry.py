@@ -87,7 +87,9 @@ def _registry(args: argparse.Namespace):
 
 
 def _push(args: argparse.Namespace) -> int:
-    card = Path(args.card).read_text(encoding="utf-8") if args.card else None
+    from ..registry.ops import read_card_file
+
+    card = read_card_file(args.card) if args.card else None
     if args.sign:
         from ..artifact.signing import sign_file
 

@@ -34,13 +34,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 from ..artifact.format import loads_bounded, read_header
-from ..errors import FormatError, IntegrityError
+from ..errors import ConfigError, FormatError, IntegrityError
 from ..io.atomic import atomic_write
 from ..io.blobstore import BlobStore, check_digest
 
 LAYOUT = "modelkeep.registry.version/1"
 #: A manifest larger than this is refused before parsing (a file of a million tensors stays far below).
 MAX_MANIFEST_BYTES = 256 << 20
+#: A model card (Markdown) larger than this is refused when pushed and when read.
+MAX_CARD_BYTES = 16 << 20
 #: Tensors larger than this are stored as several blobs of at most this many bytes.
 SEGMENT_BYTES = 64 << 20
 #: Remote pushes and pulls read at most this many bytes ahead of what the store has taken or the file has written.
@@ -109,6 +111,9 @@ def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = 
 
     A blob already in the store is not sent again (``put`` is idempotent), so a push that was
     interrupted resumes where it stopped. ``workers`` puts run at once (for remote stores)."""
+    card_bytes = card.encode("utf-8") if card is not None else None
+    if card_bytes is not None and len(card_bytes) > MAX_CARD_BYTES:
+        raise ConfigError(f"the model card is {len(card_bytes):,} bytes; a card is at most {MAX_CARD_BYTES:,}")
     header = read_header(path)
     path = header.path
     whole = hashlib.sha256()
@@ -120,7 +125,7 @@ def split(path: str | os.PathLike[str], store: BlobStore, *, card: str | None = 
             "size": header.file_size,
             "header": {"digest": store.put(head), "size": len(head)},
             "segments": [],
-            "card": store.put(card.encode("utf-8")) if card is not None else None,
+            "card": store.put(card_bytes) if card_bytes is not None else None,
         }
         if progress is not None:
             progress(len(head))
@@ -216,4 +221,4 @@ def rebuild(manifest: dict[str, Any], store: BlobStore, out: str | os.PathLike[s
 def read_card(manifest: dict[str, Any], store: BlobStore) -> str | None:
     if not manifest.get("card"):
         return None
-    return store.get(manifest["card"], max_bytes=16 << 20).decode("utf-8", errors="replace")
+    return store.get(manifest["card"], max_bytes=MAX_CARD_BYTES).decode("utf-8", errors="replace")

@@ -100,7 +100,7 @@ class ObjectStoreRegistry(Operations):
                                          "push again")
             version_id = self.blobs.put(layout.encode(manifest))
             item = _record_item(name, version_id)
-            doc = self._read_item(item, "version record") if self.items.is_committed(item) else None
+            doc = self._read_item(item, "version record")  # None when not committed
             version = _version(name, version_id, doc) if doc is not None else None
             if version is None:
                 doc = {"name": name, "id": version_id, "created": time.time(), "size": manifest["size"],
@@ -135,7 +135,7 @@ class ObjectStoreRegistry(Operations):
         """``ref`` -> ``(name, full version id)``; ``NAME`` alone is its newest version."""
         name, version, alias = parse_ref(ref)
         if alias is not None:
-            doc = self._read_alias(_alias_item(name, alias))
+            doc = self._read_item(_alias_item(name, alias), "alias")  # one being moved reads as old or new
             ids = [doc["id"]] if isinstance(doc, dict) and isinstance(doc.get("id"), str) else []
             ids = [i for i in ids if DIGEST.match(i) and self.items.is_committed(_record_item(name, i))]
         elif version is not None:
@@ -198,13 +198,6 @@ class ObjectStoreRegistry(Operations):
                           f"{MAX_RECORD_BYTES:,} bytes ({sizes[item]} bytes); remove it", RuntimeWarning, stacklevel=3)
         return {item: doc for item, doc in docs.items() if doc is not None}
 
-    def _read_alias(self, item: str) -> Any:
-        """An alias document in two requests (marker, bytes); one being moved reads as its old or new value."""
-        try:
-            return _parse(self.items.read(item, MAX_RECORD_BYTES))
-        except FileNotFoundError:
-            return None
-
     def _read_item(self, item: str, what: str) -> Any:
         """One small JSON item, or ``None`` when it is not committed."""
         data = self._read_bytes(item, MAX_RECORD_BYTES, what)
@@ -212,9 +205,8 @@ class ObjectStoreRegistry(Operations):
 
     def _read_bytes(self, item: str, limit: int, what: str) -> bytes | None:
         try:
-            with self.items.open(item) as handle:
-                data = handle.read(limit + 1)
-        except (ModelNotFoundError, FileNotFoundError):
+            data = self.items.read(item, limit + 1)  # its marker, then at most limit + 1 bytes: two requests
+        except FileNotFoundError:
             return None
         if len(data) > limit:
             raise FormatError(f"{what} {item} in {self.location} is larger than {limit:,} bytes; remove it")

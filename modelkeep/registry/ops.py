@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, FormatError, ModelNotFoundError
 from ..io.atomic import atomic_write
+from ..io.capped import read_capped
 from . import layout
 from .base import SIGNATURE, BlobsCollected, RegistryBackend, Version, check_name, file_record, parent_content_hash
 
@@ -116,6 +117,16 @@ def sign(reg: RegistryBackend, ref: str, private_key: str | os.PathLike[str]) ->
     return reg.show(f"{name}:{version_id}")
 
 
+def read_card_file(path: str | os.PathLike[str]) -> str:
+    """A Markdown model card from a file, read bounded (``layout.MAX_CARD_BYTES``) and as UTF-8."""
+    data = read_capped(path, layout.MAX_CARD_BYTES, lambda why: ConfigError(
+        f"the card {path} is {why}; give a Markdown file of at most {layout.MAX_CARD_BYTES:,} bytes"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the card {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def card(reg: RegistryBackend, ref: str) -> str | None:
     name, version_id = reg.resolve(ref)
     return layout.read_card(reg.manifest(name, version_id), reg.blob_store(name))
@@ -143,14 +154,15 @@ def copy(source: RegistryBackend, destination: RegistryBackend, name: str, *,
     copied = []
     for version in versions:
         manifest = source.manifest(name, version.id)
-        for blob in _blobs(manifest):
-            if dst.has(blob["digest"]):
+        for digest, size in _blobs(manifest).items():
+            if dst.has(digest):
                 skipped += 1
             else:
-                dst.put(src.get(blob["digest"], max_bytes=max(blob["size"], 1)), digest=blob["digest"])
-                sent, sent_bytes = sent + 1, sent_bytes + blob["size"]
-            if progress is not None:
-                progress(blob["size"])
+                data = src.get(digest, max_bytes=max(size, 1) if size is not None else layout.MAX_CARD_BYTES)
+                dst.put(data, digest=digest)
+                sent, sent_bytes = sent + 1, sent_bytes + len(data)
+            if progress is not None and size is not None:
+                progress(size)
         record = {"metrics": version.metrics, "hyperparameters": version.hyperparameters,
                   "lineage": version.lineage, "content_hash": version.content_hash}
         published = destination.publish(name, manifest, record, parent=version.parent)
@@ -163,13 +175,14 @@ def copy(source: RegistryBackend, destination: RegistryBackend, name: str, *,
     return CopyReport(copied, sent, skipped, sent_bytes)
 
 
-def _blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each distinct blob of a manifest once: header, segments, card."""
-    blobs = [manifest["header"], *manifest["segments"]]
+def _blobs(manifest: dict[str, Any]) -> dict[str, int | None]:
+    """Each distinct blob of a manifest once, with its size (the card's is not recorded): header, segments, card."""
+    blobs: dict[str, int | None] = {}
+    for blob in [manifest["header"], *manifest["segments"]]:
+        blobs.setdefault(blob["digest"], blob["size"])
     if manifest.get("card"):
-        blobs.append({"digest": manifest["card"], "size": 16 << 20})
-    seen: set[str] = set()
-    return [b for b in blobs if not (b["digest"] in seen or seen.add(b["digest"]))]
+        blobs.setdefault(manifest["card"], None)
+    return blobs
 
 
 @dataclass
@@ -221,12 +234,11 @@ def _parent_by_content(reg: RegistryBackend, record: dict[str, Any]) -> str | No
 
 def _sidecar_signature(path: Path) -> bytes | None:
     sidecar = Path(str(path) + SIGNATURE_SUFFIX)
-    if not sidecar.is_file():
+    if not sidecar.exists():
         return None
-    if sidecar.stat().st_size > MAX_SIGNATURE_BYTES:
-        raise FormatError(f"{sidecar} is {sidecar.stat().st_size:,} bytes; a signature is at most "
-                          f"{MAX_SIGNATURE_BYTES:,}")
-    return sidecar.read_bytes()
+    return read_capped(sidecar, MAX_SIGNATURE_BYTES,
+                       lambda why: FormatError(f"{sidecar} is {why}; a signature is at most {MAX_SIGNATURE_BYTES:,} "
+                                               "bytes: sign the file again with `modelkeep sign`"))
 
 
 class Operations:

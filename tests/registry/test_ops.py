@@ -219,3 +219,19 @@ def test_push_sign_and_pull_require_signature_from_the_command_line(tmp_path, ca
     err = capsys.readouterr().err
     assert "not signed" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bare.safetensors").exists()
+
+
+def test_oversize_cards_and_signatures_are_refused_before_they_are_read(reg, tmp_path, capsys):
+    path = fine_tune(tmp_path / "m.safetensors", 1)
+    card = tmp_path / "card.md"
+    with open(card, "wb") as handle:  # sparse: 17 MiB declared, nothing allocated
+        handle.truncate(layout.MAX_CARD_BYTES + 1)
+    assert main(["push", str(path), "m", "--card", str(card), "--registry", str(reg.root)]) == 2
+    err = capsys.readouterr().err
+    assert "over the limit" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="a card is at most"):
+        reg.push(path, "m", card="x" * (layout.MAX_CARD_BYTES + 1))
+    with open(str(path) + ".sig", "wb") as handle:
+        handle.truncate(2 << 20)
+    with pytest.raises(modelkeep.FormatError, match="a signature is at most"):
+        reg.push(path, "m")
