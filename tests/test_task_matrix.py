@@ -70,3 +70,30 @@ def test_train_and_predict_through_the_cli(task, tmp_path, capsys):
     assert len(rows) == len(test_y)
     loaded = load(tmp_path / "run" / "model.safetensors")
     assert _score(task, loaded.predict(test_x), test_y) >= good
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_share_through_the_registry_and_load_by_url(task, tmp_path, monkeypatch, capsys):
+    """Push (CLI), pull (API, byte-identical) and load by registry URL (API and CLI) give the model's own answers."""
+    from modelkeep import registry
+
+    make, spec, loss, _ = TASKS[task]
+    rng = np.random.default_rng(2)
+    x, y = make(rng, 64)
+    result = fit(build(load_spec(spec), seed=0), dataset_from_arrays(x, y, name=task), epochs=2, loss=loss,
+                 progress=False, seed=0)
+    path = save(result, tmp_path / "model.safetensors")
+    monkeypatch.setenv("MODELKEEP_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("MODELKEEP_CACHE", str(tmp_path / "cache"))
+    assert main(["push", str(path), task, "--alias", "production"]) == 0
+    pulled = registry.pull(f"{task}@production", tmp_path / "pulled.safetensors")
+    assert pulled.read_bytes() == path.read_bytes()
+    expected = load(path).predict(x[:8])
+    by_url = load(f"registry://{task}@production").predict(x[:8])
+    assert np.array_equal(np.asarray(by_url.probabilities if task != "regression" else by_url.values),
+                          np.asarray(expected.probabilities if task != "regression" else expected.values))
+    np.save(tmp_path / "input.npy", x[:8])
+    capsys.readouterr()
+    assert main(["predict", f"registry://{task}@production", str(tmp_path / "input.npy"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed if isinstance(printed, list) else printed["predictions"]) == 8
