@@ -4,7 +4,9 @@ FastAPI endpoint and against onnxruntime called in-process.
 The model is the quick-start digits CNN (``modelkeep.quickstart.DIGITS_CNN``: 1x8x8 images, 10 classes), saved
 once. Every server is a real uvicorn process started with ``python -m ...`` (never in the process of the
 clients): ``modelkeep serve`` with ``--backend onnxruntime`` and ``--backend torch``, each with batching on
-(``--max-batch-size 32 --max-queue-delay-ms 2``) and off (``--max-batch-size 1 --max-queue-delay-ms 0``), and
+(``--max-batch-size 32``, the default queue delay of 0: requests queued behind a running batch form the next)
+and off (``--max-batch-size 1``), onnxruntime also with a 2 ms queue delay (``--max-queue-delay-us 2000``: a lone
+request waits 2 ms for company, as Triton's ``max_queue_delay_microseconds``), and
 the endpoint a user writes by hand: FastAPI, ``modelkeep.load``, the network called per request in eager PyTorch
 under ``torch.no_grad``, no batching. Each answers the same V2 JSON request (one image) with the class
 probabilities.
@@ -45,11 +47,13 @@ DESCRIPTION = ("HTTP serving under load on loopback (1/8/64 clients): modelkeep 
                "batching on/off) vs a bare FastAPI endpoint, and in-process onnxruntime")
 
 LEVELS = {1: (1, 1), 8: (2, 4), 64: (4, 16)}  # clients -> (processes, threads per process)
-BATCHING_ON = ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]
-BATCHING_OFF = ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]
+BATCHING_ON = ["--max-batch-size", "32", "--max-queue-delay-us", "0"]
+BATCHING_DELAY = ["--max-batch-size", "32", "--max-queue-delay-us", "2000"]
+BATCHING_OFF = ["--max-batch-size", "1", "--max-queue-delay-us", "0"]
 BARE = "bare FastAPI endpoint (eager, per request)"
 ORT_ON = "modelkeep serve, onnxruntime, batching on"
 ORT_OFF = "modelkeep serve, onnxruntime, batching off"
+ORT_DELAY = "modelkeep serve, onnxruntime, batching on, 2 ms queue delay"
 FLOOR = "HTTP floor: a no-op FastAPI endpoint (same body)"
 INFER = "/v2/models/digits/infer"
 
@@ -106,6 +110,7 @@ def _servers(model_path: Path, folder: Path, quick: bool) -> dict[str, list[str]
     if not quick:
         servers.update({
             ORT_OFF: [*serve, "--backend", "onnxruntime", *BATCHING_OFF],
+            ORT_DELAY: [*serve, "--backend", "onnxruntime", *BATCHING_DELAY],
             "modelkeep serve, eager PyTorch, batching on": [*serve, "--backend", "torch", *BATCHING_ON],
             "modelkeep serve, eager PyTorch, batching off": [*serve, "--backend", "torch", *BATCHING_OFF]})
     return servers
@@ -324,7 +329,7 @@ def _report(figures: dict, reference: dict[str, float], levels: tuple[int, ...],
                                    float(bare / mk) if mk else None, 1 / 3,
                                    f"modelkeep {mk:,.0f} req/s, bare {bare:,.0f} req/s; the no-op route of the "
                                    f"bare app answers {ceiling:,.0f} req/s"))
-    for name in (ORT_ON, ORT_OFF):
+    for name in (ORT_ON, ORT_OFF, ORT_DELAY):
         if (1, name) not in figures:
             continue
         p50_one = float(np.median([w["p50_ms"] for w in figures[(1, name)]]))
@@ -334,7 +339,8 @@ def _report(figures: dict, reference: dict[str, float], levels: tuple[int, ...],
                                        f"{p50_one:.3f} ms over HTTP vs {reference['onnxruntime']:.3f} ms in-process; "
                                        f"the HTTP floor (no-op endpoint) is {floor:.3f} ms"))
     report.notes.append("servers and load generator share this machine's cores (os.cpu_count() = "
-                        f"{os.cpu_count()}); batching on = --max-batch-size 32 --max-queue-delay-ms 2")
+                        f"{os.cpu_count()}); batching on = --max-batch-size 32 (queue delay 0, the default), "
+                        "batching off = --max-batch-size 1")
     if quick:
         report.notes.append("--quick: two servers (modelkeep onnxruntime with batching, bare), 1 and 64 clients, "
                             "one short window each: a smoke run, not figures to quote")

@@ -78,7 +78,7 @@ def _add_triton_flags(parser: argparse.ArgumentParser) -> None:
     triton.add_argument("--max-batch-size", type=_whole_or_zero, metavar="N",
                         help="most rows Triton runs together (default 32; 0: Triton does not batch)")
     triton.add_argument("--max-queue-delay-us", type=_whole_or_zero, metavar="US",
-                        help="how long a request waits for others to batch with (default 5000, as modelkeep serve)")
+                        help="how long a request waits for others to batch with (default 0, as modelkeep serve)")
     triton.add_argument("--preferred-batch-size", type=_whole, action="append", metavar="N",
                         help="a batch size Triton aims for (repeatable)")
     triton.add_argument("--instance-count", type=_whole, metavar="N", help="copies of the model Triton runs (default 1)")

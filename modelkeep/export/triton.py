@@ -30,9 +30,10 @@ from ..errors import ConfigError, ExportError
 from .onnx import DEFAULT_TOLERANCE, OnnxExport
 
 CONFIG_FILE, LABELS_FILE, MODEL_FILE = "config.pbtxt", "labels.txt", "model.onnx"
-# Triton's own default is 0 (no wait); 5 ms is modelkeep serve's --max-queue-delay-ms default, so a model batches
-# alike in both.
-DEFAULT_QUEUE_DELAY_US = 5000
+# 0 (no wait) is Triton's own default and modelkeep serve's --max-queue-delay-us default, so a model batches alike
+# in both: requests that queue while a batch runs still form the next batch; raise it only where throughput
+# under load matters more than one client's latency (docs/serving.md has the measured trade).
+DEFAULT_QUEUE_DELAY_US = 0
 DEFAULT_MAX_BATCH_SIZE = 32  # as modelkeep serve's --max-batch-size
 KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 MAX_INT32 = 2**31 - 1

@@ -4,7 +4,7 @@ The modules, each with one job: ``settings`` (the options), ``protocol`` (the re
 ``models`` (a loaded model and what runs its batches), ``table`` (the served models; following registry
 aliases), ``batching`` (the dynamic batcher), ``inputs`` and ``uploads`` (checks before any work),
 ``auth`` (API keys), ``middleware`` (body limit, access log), ``metrics`` (Prometheus), ``v2``/``v1`` (the
-endpoints), ``page``/``page_parts`` (a page per model: card, layers, curves, lineage, a try-it form; assets in
+endpoints), ``repository`` (the management endpoints, behind their own keys), ``page``/``page_parts`` (a page per model: card, layers, curves, lineage, a try-it form; assets in
 ``static/``), ``onnx_runner`` (the onnxruntime backend) and ``app`` (the factory). This layer sits above ``registry`` and below ``cli``; it runs models
 through ``artifact`` (``load`` with ``mmap=False``, ``Model.predict``) and never imports ``train`` or
 ``checkpoint``. FastAPI, uvicorn and prometheus-client come with the ``serve`` extra.

@@ -34,7 +34,7 @@ LOGGER = logging.getLogger("modelkeep.serve")
 
 def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> FastAPI:
     """The app serving ``settings.sources`` (or an already loaded ``table``)."""
-    from . import page, v1, v2
+    from . import page, repository, v1, v2
 
     metrics = Metrics()
     table = table if table is not None else ModelTable.load(settings)
@@ -59,10 +59,13 @@ def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> F
     app.state.settings, app.state.table, app.state.metrics = settings, table, metrics
     app.include_router(v2.router)
     app.include_router(v1.router)
+    if settings.management:  # the model-repository endpoints exist only when enabled (with keys: the settings)
+        app.include_router(repository.router)
     app.include_router(page.router)  # GET / and /models/{name}: a page per model (static/ holds its script)
     app.add_api_route("/metrics", lambda: Response(metrics.render(), media_type=metrics.content_type),
                       methods=["GET"], include_in_schema=False)
     _add_error_handlers(app)
+    _describe_security(app, settings)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -71,6 +74,38 @@ def create_app(settings: ServeSettings, *, table: ModelTable | None = None) -> F
     app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics,
                        model_names=table.names)
     return app
+
+
+def _describe_security(app: FastAPI, settings: ServeSettings) -> None:
+    """The OpenAPI document declares both ways to send a key and marks the operations that need one: the
+    management endpoints always, ``infer`` and ``predict`` when the server has inference keys."""
+    from fastapi.openapi.utils import get_openapi
+
+    from .auth import SECURED, SECURITY_SCHEMES
+
+    def build() -> dict:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = document.setdefault("components", {})
+            components["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in document["paths"].items():
+                for operation in operations.values():
+                    _hoist_definitions(operation, components.setdefault("schemas", {}))
+                    if settings.api_keys and path.endswith(("/infer", "/predict")):
+                        operation["security"] = SECURED
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
+def _hoist_definitions(operation: dict, schemas: dict) -> None:
+    """Move the ``$defs`` of a request body schema written by hand (``InferenceRequest``'s ``RequestInput``, ...)
+    into ``components.schemas``, where their ``#/components/schemas/...`` references point. Left inside, the
+    references dangle, and schemathesis silently generated no JSON body at all for ``infer``."""
+    for content in ((operation.get("requestBody") or {}).get("content") or {}).values():
+        for name, definition in (content.get("schema") or {}).pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -16,12 +16,18 @@ class Unauthorized(ModelkeepError, PermissionError):
     """An inference endpoint was called without a valid API key: 401."""
 
 
+class Forbidden(ModelkeepError, PermissionError):
+    """A valid key that does not open this endpoint (an inference key on a management endpoint): 403."""
+
+
 def status_for(exc: BaseException) -> int | None:
     """The HTTP status of a deliberate error, or ``None`` for anything unexpected (a bug: 500)."""
     if isinstance(exc, RequestTooLarge):
         return 413
     if isinstance(exc, Unauthorized):
         return 401
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, ModelNotFoundError):
         return 404
     if isinstance(exc, (DataError, ConfigError, FormatError)):
@@ -29,4 +35,4 @@ def status_for(exc: BaseException) -> int | None:
     return None
 
 
-__all__ = ["RequestTooLarge", "Unauthorized", "status_for"]
+__all__ = ["Forbidden", "RequestTooLarge", "Unauthorized", "status_for"]

@@ -94,8 +94,11 @@ class ServedModel:
 
 
 def load_source(source: str, *, allow_nonfinite: bool = False, trust_code: bool = False,
-                chunk_rows: int = 32, device: str | None = None) -> ServedModel:
-    """The model ``source`` names (a file or a registry URL), loaded into private memory."""
+                chunk_rows: int = 32, device: str | None = None, require_signature: str | None = None) -> ServedModel:
+    """The model ``source`` names (a file or a registry URL), loaded into private memory. With
+    ``require_signature`` (a public key file) the file -- for a registry URL, the version fetched into the cache,
+    with the signature the registry holds for it -- must verify against it before anything else is read
+    (``SignatureError`` otherwise: unsigned, signed by another key, or tampered)."""
     from ..artifact import load
     from ..registry.refs import fetch, is_registry_url
 
@@ -110,7 +113,7 @@ def load_source(source: str, *, allow_nonfinite: bool = False, trust_code: bool 
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"cannot serve {source!r} as {name!r}: a model name is letters, digits, '.', '_' and '-' "
                           "(at most 128); rename the file")
-    model = load(path, mmap=False, trust_code=trust_code, device=device)
+    model = load(path, mmap=False, trust_code=trust_code, device=device, require_signature=require_signature)
     version = version or (model.content_hash or "").partition(":")[2][:12] or "1"
     inputs, outputs = signature_tensors(model, source)
     return ServedModel(name, version, source, model, inputs, outputs, token_limit=_token_limit(model, inputs),

@@ -317,18 +317,22 @@ def _input_kind(served: ServedModel) -> str:
 
 
 def _image_fields(served: ServedModel) -> str:
+    """A canvas of whole blocks of the model's pixels (each model pixel is k×k canvas pixels, about 280 wide), a
+    preview of what the model sees, and for a colour model a colour to draw with."""
     channels, height, width = served.inputs[0].shape
-    colour = "grayscale" if channels == 1 else "colour"
-    side = (max(280, int(width)), max(280, int(height)))  # at least one canvas pixel per model pixel
-    return (f'<div class="drawing"><canvas id="canvas" width="{side[0]}" height="{side[1]}" aria-label="drawing area">'
-            '</canvas>'
+    block = max(1, -(-280 // max(int(width), int(height))))
+    colour = "grayscale" if channels == 1 else "colour (RGB)"
+    picker = ('<label for="ink-colour">ink</label> <input id="ink-colour" type="color" value="#ffffff"> '
+              if channels == 3 else "")
+    return (f'<div class="drawing"><canvas id="canvas" width="{int(width) * block}" height="{int(height) * block}" '
+            'aria-label="drawing area"></canvas>'
             f'<canvas id="preview" width="{int(width)}" height="{int(height)}" aria-label="what the model sees">'
-            '</canvas></div><p><button type="button" id="clear">Clear</button> '
+            f'</canvas></div><p><button type="button" id="clear">Clear</button> {picker}'
             f'<label for="ink">input value of white</label> <input id="ink" type="number" step="any" '
             f'value="{escape(str(_white_value(served)))}"></p><p class="note">Draw (mouse or touch) or pick a '
-            f"picture: it is shrunk to {int(width)}×{int(height)} {colour} pixels, black 0 to white as above "
-            "(from the saved preprocessing), and sent as a row. <em>Predict the file</em> sends the file itself, "
-            "decoded by the server with values 0–255.</p>")
+            f"picture: it is resized to {int(width)}×{int(height)} {colour} pixels as the server resizes an upload "
+            "(stretched to the model's size), black 0 to white as above (from the saved preprocessing), and sent as "
+            "a row. <em>Predict the file</em> sends the file itself, decoded by the server with values 0–255.</p>")
 
 
 def _row_fields(served: ServedModel) -> str:

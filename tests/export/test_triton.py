@@ -235,7 +235,7 @@ def test_cli_writes_the_repository(task, task_files, tmp_path, capsys):
     assert "max abs diff" in printed
     config = parse_config(repo / f"m-{task}")
     assert config.name == f"m-{task}" and config.max_batch_size == 8
-    assert config.dynamic_batching.max_queue_delay_microseconds == 5000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0  # the default, as modelkeep serve's
     x = fresh_inputs(task, n=4)
     outputs = run_onnx(repo / f"m-{task}" / "1" / "model.onnx", x)
     np.testing.assert_allclose(outputs[config.output[0].name], raw_outputs(load(task_files[task]), x), atol=1e-5)

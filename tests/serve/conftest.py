@@ -20,6 +20,6 @@ def client(model_files):
 
     from modelkeep.serve import ServeSettings, create_app
 
-    settings = ServeSettings(sources=tuple(str(p) for p in model_files.values()), max_queue_delay_ms=1)
+    settings = ServeSettings(sources=tuple(str(p) for p in model_files.values()), max_queue_delay_us=1000)
     with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -93,7 +93,7 @@ def test_32_concurrent_callers_through_the_app(model_files, name):
     from modelkeep import load
     from modelkeep.serve.app import create_app
 
-    app = create_app(ServeSettings(sources=(str(model_files[name]),), max_batch_size=16, max_queue_delay_ms=20))
+    app = create_app(ServeSettings(sources=(str(model_files[name]),), max_batch_size=16, max_queue_delay_us=20000))
     inputs = [rows_for(name, 1 + i % 2, seed=i) for i in range(32)]
 
     async def scenario():
@@ -131,3 +131,114 @@ def test_rows_of_different_shapes_batch_only_with_their_equals():
     for job, result in zip(jobs, results):
         np.testing.assert_array_equal(result["sum"], job.sum(axis=1))
     assert sorted(seen) == [(5, 3), (5, 4)]
+
+
+# The queue delay, with Triton's meaning (max_queue_delay_microseconds): how long the oldest queued request
+# waits for others, counted from when it was queued.
+
+def _timed(delay: float, *, preferred=(), max_batch_size=32, runner_seconds: float = 0.0):
+    """A batcher whose runner records (start, end, rows) of each batch."""
+    import time
+
+    batches: list[tuple[float, float, int]] = []
+
+    def runner(rows):
+        start = time.monotonic()
+        if runner_seconds:
+            time.sleep(runner_seconds)
+        batches.append((start, time.monotonic(), len(rows)))
+        return {"twice": rows * 2}
+
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    return Batcher(runner, max_batch_size=max_batch_size, max_delay=delay, executor=executor,
+                   preferred_batch_sizes=preferred), batches, executor
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2])
+def test_a_lone_request_waits_the_delay_and_no_more(delay):
+    import time
+
+    batcher, batches, executor = _timed(delay)
+
+    async def lone():
+        started = time.monotonic()
+        result = await batcher.submit(np.ones((1, 3)))
+        return time.monotonic() - started, result
+
+    with executor:
+        elapsed, result = asyncio.run(lone())
+    np.testing.assert_array_equal(result["twice"], np.full((1, 3), 2.0))
+    assert delay <= elapsed < delay + 0.08, elapsed  # 0: at once; D: D, not D plus anything that matters
+
+
+def test_requests_within_the_delay_run_as_one_batch_each_getting_its_rows():
+    import time
+
+    batcher, batches, executor = _timed(0.3)
+
+    async def staggered():
+        started = time.monotonic()
+        tasks = []
+        for i in range(3):  # queued 50 ms apart, all inside the first one's 300 ms
+            tasks.append(asyncio.ensure_future(batcher.submit(np.full((1 + i, 3), i))))
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*tasks)
+        return time.monotonic() - started, results
+
+    with executor:
+        elapsed, results = asyncio.run(staggered())
+    assert [rows for _, _, rows in batches] == [6]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["twice"], np.full((1 + i, 3), 2 * i))
+    assert 0.3 <= elapsed < 0.4, elapsed  # the first request's deadline, not the last one's
+
+
+def test_the_delay_counts_from_queueing_so_a_request_queued_behind_a_batch_runs_when_it_ends():
+    batcher, batches, executor = _timed(0.2, runner_seconds=0.3)
+
+    async def behind():
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 3))))
+        await asyncio.sleep(0.25)  # the first batch is running (0.2 to 0.5 s); this one's deadline is 0.45 s
+        second = await batcher.submit(np.ones((1, 3)))
+        await first
+        return second
+
+    with executor:
+        asyncio.run(behind())
+    (_, first_end, _), (second_start, _, _) = batches
+    assert second_start - first_end < 0.1  # not another full delay after the first batch
+
+
+def test_preferred_batch_sizes_stop_the_wait_and_cut_the_batch():
+    import time
+
+    batcher, batches, executor = _timed(5.0, preferred=(4,), max_batch_size=32)
+
+    async def four_then_six():
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(np.full((1, 3), i)) for i in range(4)))
+        took = time.monotonic() - started
+        return took
+
+    with executor:
+        took = asyncio.run(four_then_six())
+    assert took < 1.0 and [rows for _, _, rows in batches] == [4]  # the largest preferred size ends the wait
+
+    batcher, batches, executor = _timed(0.1, preferred=(4,), max_batch_size=32)
+    with executor:
+        results = asyncio.run(_callers(batcher, 6))
+    assert [rows for _, _, rows in batches] == [4, 2]  # cut to the preferred size; the rest after its delay
+    for job, result in results:
+        np.testing.assert_array_equal(result["twice"], job * 2)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--max-queue-delay-us", "-1"], "max_queue_delay_us must be a whole number of microseconds"),
+    (["--preferred-batch-size", "64"], "a preferred batch size must be a whole number from 1 to max_batch_size (32)"),
+])
+def test_the_command_refuses_bad_batching_options_in_one_line(model_files, capsys, options, message):
+    from modelkeep.cli.main import main
+
+    assert main(["serve", str(model_files["binary"]), "--port", "1", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

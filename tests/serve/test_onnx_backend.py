@@ -26,7 +26,7 @@ def _client(files, **options):
 
     from modelkeep.serve import ServeSettings, create_app
 
-    settings = ServeSettings(sources=tuple(str(p) for p in files), max_queue_delay_ms=1, **options)
+    settings = ServeSettings(sources=tuple(str(p) for p in files), max_queue_delay_us=1000, **options)
     return TestClient(create_app(settings))
 
 

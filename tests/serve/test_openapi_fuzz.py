@@ -4,7 +4,8 @@ a served classifier, answers no 5xx and conforms to the document (status codes, 
 Generated path parameters name the served model (and its version) in about half of the cases, so generated
 bodies reach the checks behind the 404 rather than stopping there. The second fuzz runs with API keys
 configured: inference cases go with a valid key, a wrong one or none, and must then be 401 exactly when the
-key is not valid. Bounded: ``MAX_EXAMPLES`` per operation, eleven operations, eager PyTorch (the backend does
+key is not valid. A third runs the management endpoints (enabled, with their own key) the same way: 401
+without a valid key, 403 with an inference key, never a 5xx. Bounded: ``MAX_EXAMPLES`` per operation, eleven operations, eager PyTorch (the backend does
 not change which requests are refused, and the onnxruntime export would only slow the set-up).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error,  
 
 MODEL = "multiclass"
 KEY = "fuzz-key-0123"
+ADMIN_KEY = "fuzz-admin-4567"
 MAX_EXAMPLES = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -30,7 +32,7 @@ FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=T
 def _schema(model_files, **options):
     from modelkeep.serve import ServeSettings, create_app
 
-    app = create_app(ServeSettings(sources=(str(model_files[MODEL]),), max_queue_delay_ms=0, backend="torch",
+    app = create_app(ServeSettings(sources=(str(model_files[MODEL]),), max_queue_delay_us=0, backend="torch",
                                    **options))
     version = app.state.table.get(MODEL).version
     schema = schemathesis.openapi.from_asgi("/openapi.json", _without_lifespan(app))
@@ -47,12 +49,14 @@ def _schema(model_files, **options):
         return st.sampled_from([served, path_parameters])
 
     if options.get("api_keys"):
+        key = ADMIN_KEY if options.get("management") else KEY
+
         @schema.hook
         def flatmap_headers(context, headers):  # noqa: ARG001
             headers = dict(headers or {})
-            return st.sampled_from([{**headers, "X-API-Key": KEY}, {**headers, "Authorization": f"Bearer {KEY}"},
+            return st.sampled_from([{**headers, "X-API-Key": key}, {**headers, "Authorization": f"Bearer {key}"},
                                     headers, {**headers, "X-API-Key": "wrong-key"},
-                                    {**headers, "Authorization": "Bearer"}])
+                                    {**headers, "Authorization": "Bearer"}, {**headers, "X-API-Key": KEY}])
     return app, schema
 
 
@@ -89,12 +93,25 @@ def keyed_schema(model_files):
         yield schema
 
 
+@pytest.fixture(scope="module")
+def management_schema(model_files):
+    from starlette.testclient import TestClient
+
+    app, schema = _schema(model_files, api_keys=(KEY,), management=True, management_keys=(ADMIN_KEY,))
+    with TestClient(app):
+        yield schema
+
+
 # every operation of the document (the last test checks that this is all of them): (method, path)
 OPERATIONS = [("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2"),
               ("GET", "/v2/models/{name}"), ("GET", "/v2/models/{name}/versions/{version}"),
               ("GET", "/v2/models/{name}/ready"), ("GET", "/v2/models/{name}/versions/{version}/ready"),
               ("POST", "/v2/models/{name}/infer"), ("POST", "/v2/models/{name}/versions/{version}/infer"),
               ("GET", "/v1/models/{name}"), ("POST", "/v1/models/{name}/predict")]
+
+
+MANAGEMENT = [("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/{name}/load"),
+              ("POST", "/v2/repository/models/{name}/unload")]
 
 
 def _cases(schema, method: str, path: str):
@@ -105,10 +122,13 @@ def _cases(schema, method: str, path: str):
     from schemathesis import GenerationMode
 
     operation = schema[path][method]
-    strategies = [operation.as_strategy(GenerationMode.POSITIVE, hooks=schema.hooks)]
+    # one strategy per body media type: left to choose, schemathesis drew only the binary-tensor body of infer
+    media_types = [body.media_type for body in operation.body] or [None]
+    modes = [GenerationMode.POSITIVE]
     if operation.path_parameters or operation.query or operation.body:
-        strategies.append(operation.as_strategy(GenerationMode.NEGATIVE, hooks=schema.hooks))
-    return st.one_of(strategies)
+        modes.append(GenerationMode.NEGATIVE)
+    return st.one_of([operation.as_strategy(mode, hooks=schema.hooks, media_type=media_type)
+                      for mode in modes for media_type in media_types])
 
 
 def _fuzz(schema, method: str, path: str, check) -> None:
@@ -135,8 +155,7 @@ def _keyed_check(case) -> None:
     if case.method != "POST":  # health, metadata and readiness stay open
         assert response.status_code != 401
         return
-    headers = case.headers or {}
-    valid = headers.get("X-API-Key") == KEY or headers.get("Authorization") == f"Bearer {KEY}"
+    valid = _sent_key(case.headers or {}) == KEY
     if not valid:  # 401, unless the framework refused a malformed query parameter first (before the handler)
         if response.status_code == 400 and response.json()["error"].startswith("query."):
             return
@@ -144,6 +163,29 @@ def _keyed_check(case) -> None:
         assert response.headers.get("www-authenticate") in (["Bearer"], "Bearer")
     else:
         assert response.status_code != 401, response.text[:200]
+
+
+@pytest.mark.parametrize(("method", "path"), MANAGEMENT, ids=[f"{m} {p}" for m, p in MANAGEMENT])
+def test_management_needs_its_own_key_and_never_fails(management_schema, method, path):
+    def check(case) -> None:
+        response = case.call_and_validate(checks=CHECKS)
+        sent = _sent_key(case.headers or {})
+        if sent != ADMIN_KEY:
+            assert response.status_code == (403 if sent == KEY else 401), (sent, response.text[:200])
+        else:
+            assert response.status_code not in (401, 403), response.text[:200]
+
+    _fuzz(management_schema, method, path, check)
+
+
+def _sent_key(headers) -> str | None:
+    """The key a request presents, as docs/serving.md says: a well-formed ``Authorization: Bearer KEY`` wins
+    over ``X-API-Key`` (the document's security schemes let schemathesis send either, or both)."""
+    headers = {name.lower(): value for name, value in headers.items()}
+    scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") or None
 
 
 def test_the_document_describes_every_body_the_server_reads(open_schema):
@@ -159,6 +201,32 @@ def test_the_document_describes_every_body_the_server_reads(open_schema):
                                                                                  "multipart/form-data"}
     listed = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
     assert listed == set(OPERATIONS)  # a new endpoint joins the fuzz by joining OPERATIONS
+    infer = posts["/v2/models/{name}/infer"]  # the binary tensor extension: JSON, then raw bytes
+    assert infer["requestBody"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    assert "Inference-Header-Content-Length" in {p["name"] for p in infer["parameters"]}
+    assert "application/octet-stream" in infer["responses"]["200"]["content"]
+    assert "security" not in infer  # no keys: inference is open, and the document says so
+    # and schemathesis sees every body (a dangling $ref once made it drop infer's JSON body without a word)
+    seen = {path: [body.media_type for body in open_schema[path]["POST"].body] for path in posts}
+    assert seen["/v2/models/{name}/infer"] == ["application/json", "application/octet-stream"], seen
+    assert seen["/v1/models/{name}/predict"] == ["application/json", "multipart/form-data"], seen
+
+
+def test_the_document_declares_the_keys_and_where_they_are_needed(keyed_schema, management_schema):
+    for schema in (keyed_schema, management_schema):
+        document = schema.raw_schema
+        schemes = document["components"]["securitySchemes"]
+        assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"}
+        assert schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["name"] == "X-API-Key"
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                secured = method == "post"  # infer, predict (keys configured here) and management
+                assert ("security" in operation) == secured, (method, path)
+                if secured:
+                    assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+                    assert "401" in operation["responses"], (method, path)
+    listed = {(m.upper(), p) for p, ops in management_schema.raw_schema["paths"].items() for m in ops}
+    assert listed == set(OPERATIONS) | set(MANAGEMENT)
 
 
 @FUZZ_SETTINGS

@@ -28,6 +28,14 @@ IMG = '<img src=x onerror="window.__pwned = 2">'
 DIGITS_CARD = {"intended_use": "Reads **8x8 digits**; see [the data](https://archive.ics.uci.edu/dataset/80).",
                "limitations": "- digits only\n- white ink on black"}
 
+# A 3-channel (RGB) image model of 12x12 pictures, with the 8-bit preprocessing (x / 255) saved in the file.
+COLOUR_CNN = {"name": "colour_cnn", "layers": [
+    {"kind": "Input", "name": "picture", "shape": [3, 12, 12]},
+    {"kind": "Conv2D", "name": "conv", "filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"},
+    {"kind": "MaxPool2D", "name": "pool", "pool_size": 2},                                   # (8, 6, 6)
+    {"kind": "Flatten", "name": "flatten"},
+    {"kind": "Dense", "name": "logits", "units": 3}]}
+
 
 def _browser_missing() -> str | None:
     if not CHROMIUM.is_file():
@@ -57,8 +65,12 @@ def page_files(trained, model_files, tmp_path_factory):
                    lineage={"note": SCRIPT},
                    card={"intended_use": f"{SCRIPT} **bold** [good](https://example.org/x) [bad](javascript:alert(1))",
                          "limitations": IMG})
+    from modelkeep.processing.preprocess import Rescale
+
+    colour = save(build(load_spec(COLOUR_CNN), seed=4), folder / "colour.safetensors", durable=False,
+                  task="classification", labels=["red", "green", "blue"], preprocessing=Rescale(1 / 255))
     return {"digits": digits, "hostile": hostile, "multiclass": model_files["multiclass"],
-            "regression": model_files["regression"], "tokens": model_files["tokens"]}
+            "regression": model_files["regression"], "tokens": model_files["tokens"], "colour": colour}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,7 @@ def base_url(page_files):
     from modelkeep.serve import ServeSettings, create_app
 
     settings = ServeSettings(sources=tuple(str(p) for p in page_files.values()), api_keys=(API_KEY,),
-                             max_queue_delay_ms=1)
+                             max_queue_delay_us=1000)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -305,3 +317,75 @@ def test_a_registry_model_page_shows_its_registry_card_and_parent_chain(tmp_path
     assert "<h4>Churn</h4>" in page.text and "<em>base</em>" in page.text
     assert "&lt;script&gt;window.__pwned" in page.text and "<script>window" not in page.text
     assert "registry churn@production" in page.text and str(tmp_path) not in page.text  # no server paths shown
+
+
+def _png(pixels: np.ndarray, mode: str = "RGB") -> bytes:
+    """``pixels`` (H, W, 3) of 0-255 as a PNG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@needs_browser
+def test_colour_image_page_uploads_resizes_and_draws_in_rgb(tab, base_url, page_files, tmp_path):
+    """A 3-channel model: a picture of the model's size is sent pixel for pixel in its three channels; a larger
+    one is resized to 12x12 as the server resizes an upload; a stroke in a chosen colour inks that channel only.
+    Every answer shown equals ``load(path).predict`` on what was sent (or, for the file, on the server's decode)."""
+    from modelkeep import load
+    from modelkeep.data.images import decode_image
+    from modelkeep.data.limits import ReaderLimits
+
+    model = load(page_files["colour"])
+    tab.goto(f"{base_url}/models/colour")
+    tab.fill("#api-key", API_KEY)
+    assert tab.get_attribute("#canvas", "width") == "288" and tab.get_attribute("#preview", "width") == "12"
+    assert float(tab.input_value("#ink")) == 255  # white, as Rescale(1/255) says
+    assert "colour (RGB)" in tab.inner_text("#try-it-form")
+
+    pixels = np.random.default_rng(7).integers(0, 256, (12, 12, 3))  # every pixel its own colour
+    picture = tmp_path / "colour.png"
+    picture.write_bytes(_png(pixels))
+    tab.set_input_files("#file", str(picture))
+    tab.wait_for_selector("#status:has-text('Drew colour.png')")
+    rows, shown = _predicted(tab, "#predict")
+    assert rows.shape == (1, 3, 12, 12)
+    np.testing.assert_allclose(rows[0], pixels.transpose(2, 0, 1), atol=1.0)  # R, G, B planes, 0-255
+    _assert_shows(shown, model.predict(rows))
+    _, shown = _predicted(tab, "#predict-file")
+    _assert_shows(shown, model.predict(pixels.transpose(2, 0, 1)[None].astype(np.float32)))
+
+    quadrants = np.zeros((48, 40, 3))  # larger and not square: stretched to 12x12, as the server does
+    quadrants[:24, :20] = (255, 0, 0)
+    quadrants[:24, 20:] = (0, 255, 0)
+    quadrants[24:, :20] = (0, 0, 255)
+    quadrants[24:, 20:] = (255, 255, 255)
+    big = tmp_path / "quadrants.png"
+    big.write_bytes(_png(quadrants))
+    tab.set_input_files("#file", str(big))
+    tab.wait_for_selector("#status:has-text('Drew quadrants.png')")
+    rows, shown = _predicted(tab, "#predict")
+    server = decode_image(str(big), (12, 12), "RGB", ReaderLimits())
+    for y, x in [(1, 1), (1, 10), (10, 1), (10, 10)]:  # inside each quadrant: its colour, as the server's resize
+        np.testing.assert_allclose(rows[0, :, y, x], server[:, y, x], atol=8)
+    assert np.abs(rows[0] - server).mean() < 12  # the borders blur a little differently
+    _assert_shows(shown, model.predict(rows))
+    _, shown = _predicted(tab, "#predict-file")
+    _assert_shows(shown, model.predict(server[None]))
+
+    tab.click("#clear")
+    tab.fill("#ink-colour", "#00ff00")
+    box = tab.locator("#canvas").bounding_box()
+    row_5 = box["y"] + box["height"] * 5.5 / 12  # along the middle of the model's sixth row of pixels
+    tab.mouse.move(box["x"] + box["width"] * 0.1, row_5)
+    tab.mouse.down()
+    tab.mouse.move(box["x"] + box["width"] * 0.9, row_5, steps=10)
+    tab.mouse.up()
+    rows, shown = _predicted(tab, "#predict")
+    middle = rows[0, :, 5, 2:10]
+    assert middle[1].min() > 200 and middle[0].max() < 30 and middle[2].max() < 30  # green ink only
+    assert rows[0, :, 0, :].max() == 0  # nothing at the top
+    _assert_shows(shown, model.predict(rows))
+    assert tab.problems == []
+    print("screenshot:", _keep_screenshot(tab, tmp_path, "page-colour.png"))

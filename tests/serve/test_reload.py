@@ -48,7 +48,7 @@ def test_a_registry_alias_is_served_and_followed_without_dropping_requests(regis
 
     first = api.push(save_task_model("binary", registry / "b0.safetensors", seed=0), "churn", alias="production")
     second = api.push(save_task_model("binary", registry / "b1.safetensors", seed=1), "churn")
-    app = build(ServeSettings(sources=("registry://churn@production",), max_queue_delay_ms=2))
+    app = build(ServeSettings(sources=("registry://churn@production",), max_queue_delay_us=2000))
     table = app.state.table
     rows = rows_for("binary", 2)
     request = v2_request("binary", rows)
@@ -103,7 +103,7 @@ def test_an_app_started_again_after_a_shutdown_serves_again(model_files):
 
     from modelkeep.serve import ServeSettings, create_app
 
-    app = create_app(ServeSettings(sources=(str(model_files["regression"]),), max_queue_delay_ms=0))
+    app = create_app(ServeSettings(sources=(str(model_files["regression"]),), max_queue_delay_us=0))
     body = {"instances": [[0.1, 0.2, 0.3]]}
     answers = []
     for _ in range(2):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -42,11 +43,16 @@ def test_modelkeep_serve_answers_over_http(model_files, tmp_path):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     environment = {**os.environ, "MODELKEEP_API_KEYS": "test-key", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    environment.pop("OMP_WAIT_POLICY", None)
     command = [sys.executable, "-m", "modelkeep", "serve", str(model_files["multiclass"]), str(model_files["tokens"]),
-               "--port", str(port), "--workers", "2", "--max-batch-size", "16", "--max-queue-delay-ms", "20"]
+               "--port", str(port), "--workers", "2", "--max-batch-size", "16", "--max-queue-delay-us", "20000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
     try:
         _wait_ready(base, process)
+        # the workers' PyTorch was told to let idle OpenMP threads sleep (set before torch loads)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        environs = [Path(f"/proc/{child}/environ").read_bytes().split(b"\0") for child in children]
+        assert any(b"OMP_WAIT_POLICY=PASSIVE" in environ for environ in environs), children
         assert httpx.get(f"{base}/v2/models/tokens").json()["inputs"][0]["datatype"] == "INT64"
         inputs = [rows_for("multiclass", 1 + i % 3, seed=i) for i in range(32)]
 

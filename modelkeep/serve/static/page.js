@@ -97,6 +97,7 @@
     const canvas = document.getElementById("canvas");
     const preview = document.getElementById("preview");
     const ink = document.getElementById("ink");
+    const inkColour = document.getElementById("ink-colour");  // colour models only; grayscale ones draw white
     const context = canvas.getContext("2d", {willReadFrequently: true});
     const clear = () => {
       context.fillStyle = "#000";
@@ -123,7 +124,7 @@
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
     function stroke(from, to) {
-      context.strokeStyle = "#fff";
+      context.strokeStyle = inkColour ? inkColour.value : "#fff";
       context.lineCap = context.lineJoin = "round";
       context.lineWidth = Math.max(18, 1.15 * canvas.width / Math.min(width, height));
       context.beginPath();
@@ -173,10 +174,13 @@
       try {
         const bitmap = await createImageBitmap(file);
         clear();
-        context.imageSmoothingEnabled = false;  // a small picture keeps its pixels as blocks
-        const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
-        const w = bitmap.width * scale, h = bitmap.height * scale;
-        context.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+        // Stretched to the whole canvas, as the server resizes an upload to the model's size (the canvas has the
+        // model's proportions). A picture smaller than the canvas keeps its pixels as blocks; a larger one is
+        // smoothed as it shrinks, then each model pixel is the mean over its block.
+        const enlarging = bitmap.width <= canvas.width && bitmap.height <= canvas.height;
+        context.imageSmoothingEnabled = !enlarging;
+        context.imageSmoothingQuality = "high";
+        context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
         shrink();
         say(`Drew ${file.name} on the canvas: Predict sends it as the model sees it, Predict the file sends the file.`);
       } catch (error) {
