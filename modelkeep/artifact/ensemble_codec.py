@@ -6,6 +6,12 @@ Document (docs/format.md, "Ensemble architectures")::
      "members": [{"content_hash": "xxh3-128:...", "architecture": {"type": "spec", "spec": {...}},
                   "prefix": "members.0.", "activation": "softmax"}, ...]}
 
+A ``stacking`` ensemble also stores its meta-model as ``meta.weight`` and
+``meta.bias``. ``shared`` (optional) names member tensors that are not stored
+because an identical one is: ``{"members.3.layers.body.weight":
+"members.0.layers.body.weight"}``; a reference must name a tensor that is
+stored (never another reference), so nothing chains, loops or is copied.
+
 Member ``i``'s tensors are stored under ``members.<i>.<its own name>``. Each
 member is decoded by the ``spec`` codec, so nothing named by the file is ever
 imported; a member of any other architecture type (a user class) is refused.
@@ -24,10 +30,12 @@ from .format import Header
 from .spec_codec import SpecCodec, output_units, spec_of, spec_signature
 
 MAX_MEMBERS = 256  # a reader bound: each member is a whole network rebuilt on the meta device
-METHODS = ("average", "weighted", "soft-vote", "majority")  # as modelkeep.nn.ensemble.METHODS (no torch here)
+# as modelkeep.nn.ensemble.METHODS, named here without importing torch
+METHODS = ("average", "weighted", "soft-vote", "majority", "stacking")
 ACTIVATIONS = ("softmax", "sigmoid", "clamp", "none")
 OUTPUTS = ("probabilities", "values")
 _HASH = re.compile(r"^xxh3-128:[0-9a-f]{32}$")
+_MEMBER_TENSOR = re.compile(r"^members\.[0-9]{1,3}\.[^\x00-\x1f]{1,1000}$")
 
 
 def member_prefix(index: int) -> str:
@@ -76,7 +84,22 @@ def ensemble_parts(document: Mapping[str, Any], where: object) -> dict[str, Any]
             or abs(math.fsum(weights) - 1.0) > 1e-6):
         raise FormatError(f"{where}: an ensemble needs 'weights', one number >= 0 per member, summing to 1")
     parts = [_member(entry, index, where) for index, entry in enumerate(members)]
-    return {"method": method, "outputs": outputs, "weights": [float(w) for w in weights], "members": parts}
+    return {"method": method, "outputs": outputs, "weights": [float(w) for w in weights], "members": parts,
+            "shared": _shared(document.get("shared", {}), where)}
+
+
+def _shared(shared: Any, where: object) -> dict[str, str]:
+    """The ``shared`` references, checked for form (that they name tensors of the rebuilt module is checked there)."""
+    if not isinstance(shared, Mapping):
+        raise FormatError(f"{where}: an ensemble's 'shared' must map tensor names to tensor names")
+    for alias, target in shared.items():
+        if not (isinstance(target, str) and _MEMBER_TENSOR.match(alias) and _MEMBER_TENSOR.match(target)):
+            raise FormatError(f"{where}: ensemble shared tensor {str(alias)[:80]!r} -> {str(target)[:80]!r} must name "
+                              "two member tensors ('members.<i>.<name>')")
+        if target in shared:
+            raise FormatError(f"{where}: ensemble shared tensor {alias[:80]!r} refers to {target[:80]!r}, which is "
+                              "itself a reference; a reference must name a stored tensor")
+    return dict(shared)
 
 
 class EnsembleCodec:
@@ -96,8 +119,12 @@ class EnsembleCodec:
             architecture = SpecCodec().encode(member)
             members.append({"content_hash": digest, "architecture": architecture, "prefix": member_prefix(index),
                             "activation": activation})
-        return {"type": "ensemble", "method": model.method, "outputs": model.outputs,
-                "weights": list(model.weights), "members": members}
+        document = {"type": "ensemble", "method": model.method, "outputs": model.outputs,
+                    "weights": list(model.weights), "members": members}
+        shared = model.live_shared()
+        if shared:
+            document["shared"] = dict(sorted(shared.items()))
+        return document
 
     def decode(self, document: Mapping[str, Any], *, where: object, trust_code: bool = False,
                model_class: type | None = None) -> Rebuilt:
@@ -112,7 +139,7 @@ class EnsembleCodec:
             with torch.device("meta"):
                 module = Ensemble([r.module for r in rebuilt], method=parts["method"], weights=parts["weights"],
                                   activations=[a for _, a, _ in parts["members"]], outputs=parts["outputs"],
-                                  sources=[d for _, _, d in parts["members"]])
+                                  sources=[d for _, _, d in parts["members"]], shared=parts["shared"])
         except ConfigError as exc:  # the file's members cannot be combined: the file is wrong, not the caller
             raise FormatError(f"{where}: the ensemble in the file is invalid: {exc}") from None
         first = rebuilt[0].spec
@@ -133,7 +160,11 @@ class EnsembleCodec:
             rows += [{**row.to_dict(), "name": f"{member_prefix(index)}{row.name}"} for row in report.layers]
             members.append({"content_hash": digest, "name": spec.name, "layers": len(spec.layers),
                             "parameters": report.total, "activation": activation})
-        stored = stored_values(header)
+        if parts["method"] == "stacking":  # the meta-model: (members * outputs) -> outputs, plus a bias
+            units = int(spec_of(parts["members"][0][0], header.path).output_shape[-1])
+            meta = len(members) * units * units + units
+            total, trainable = total + meta, trainable + meta
+        stored = stored_values(header) + _referenced_values(parts["shared"], header)
         if stored != total + buffers:
             raise FormatError(
                 f"{header.path}: the ensemble's members need {total:,} parameters and {buffers:,} buffer values but "
@@ -142,8 +173,21 @@ class EnsembleCodec:
         first = spec_of(parts["members"][0][0], header.path)
         summary = {"type": "ensemble", "name": f"ensemble of {len(members)}", "method": parts["method"],
                    "outputs": parts["outputs"], "weights": parts["weights"], "members": members,
+                   "shared_tensors": len(parts["shared"]),
                    "input_shape": list(first.input_shape), "output_shape": list(first.output_shape)}
         return Description(summary, rows, total, trainable)
+
+
+def _referenced_values(shared: Mapping[str, str], header: Header) -> int:
+    """How many values the ``shared`` references stand for (each as many as the stored tensor it names)."""
+    count = 0
+    for alias, target in shared.items():
+        entry = header.tensors.get(target)
+        if entry is None or alias in header.tensors:
+            raise FormatError(f"{header.path}: ensemble shared tensor {alias[:80]!r} must be absent and refer to a "
+                              f"stored tensor, but {target[:80]!r} is {'absent' if entry is None else 'stored twice'}")
+        count += math.prod(entry.shape)
+    return count
 
 
 __all__ = ["ACTIVATIONS", "EnsembleCodec", "MAX_MEMBERS", "METHODS", "OUTPUTS", "ensemble_parts", "member_prefix"]

@@ -5,8 +5,11 @@ labels, outputs and saved preprocessing) and writes the file through the one
 manifest builder and the tensor writer. The file's architecture is the
 ``ensemble`` codec's (``modelkeep.artifact.ensemble_codec``) and its network the
 ``modelkeep.nn.ensemble.Ensemble`` module, so ``load``, ``predict``, ``inspect``
-and ``export_onnx`` handle it like any model. This package never imports the
-training layer: stacking (a trained meta-model) is not here.
+and ``export_onnx`` handle it like any model. ``stacking`` fits the meta-model
+of a ``stacking`` ensemble (L-BFGS on the members' validation predictions) and
+``sharing`` finds the tensors members hold in common, stored once. This package
+never imports the training layer (``modelkeep.train``, ``checkpoint``,
+``transfer``): the meta-model is small and convex enough to fit exactly here.
 """
 from __future__ import annotations
 

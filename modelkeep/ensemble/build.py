@@ -6,12 +6,16 @@ builder and ``write_tensors`` (atomic and durable): the members' tensors under
 ``members.<i>.``, their specs and content hashes in the ``ensemble``
 architecture, their shared preprocessing and labels, a post-processor that
 takes the ensemble's probabilities as they are, and a lineage naming every
-member. Nothing is written when any check fails.
+member. Tensors identical between members are stored once (``sharing``); a
+``stacking`` ensemble's meta-model is fitted here on the validation data given
+(``stacking``). Nothing is written when any check fails.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Sequence
 
 from ..artifact import load
@@ -20,12 +24,17 @@ from ..artifact.manifest_builder import build_manifest, manifest_metadata, prove
 from ..artifact.model import Model
 from ..artifact.spec_codec import output_units, spec_signature
 from ..artifact.tensors import write_tensors
-from ..errors import ConfigError
-from ..nn.ensemble import CLASSIFIER_ONLY, METHODS, Ensemble
+from ..errors import ConfigError, DataError
+from ..nn.ensemble import CLASSIFIER_ONLY, METHODS, Ensemble, check_shared
+from .sharing import find_shared
+from .stacking import DEFAULT_PENALTY, fit_stacking
+
+SPLITS = ("all", "train", "validation", "test")
 
 
 def ensemble(files: Sequence[str | os.PathLike[str] | Model], out: str | os.PathLike[str], *,
-             method: str = "soft-vote", weights: Sequence[float] | None = None, durable: bool = True,
+             method: str = "soft-vote", weights: Sequence[float] | None = None, validation: Any = None,
+             split: str = "all", penalty: float = DEFAULT_PENALTY, share: bool = True, durable: bool = True,
              reproducible: bool = False) -> Path:
     """Write the ensemble of ``files`` (paths or loaded ``Model``s) to ``out``; its path.
 
@@ -34,7 +43,15 @@ def ensemble(files: Sequence[str | os.PathLike[str] | Model], out: str | os.Path
     one), ``soft-vote`` (mean of probabilities then argmax: for classifiers the
     same as ``average``) or ``majority`` (each member votes for its class; ties
     go to the lowest class index, or to class 1 for one-output binary members).
-    ``weights`` may be given with every method. Members must be spec-built, take
+    ``stacking`` fits a meta-model (multinomial logistic regression over the
+    members' concatenated probabilities; linear regression over their values)
+    on ``validation``: a ``Dataset``, an ``(x, y)`` pair, or a dataset name or
+    file as ``modelkeep.data.load_data`` reads it, of which ``split`` takes
+    ``all`` rows or the part (``validation``, ...) that the first member's
+    training run split off. Use rows the members did not train on. ``penalty``
+    is its L2 strength. ``weights`` may be given with every other method.
+    With ``share`` (the default) tensors identical between members are stored
+    once. Members must be spec-built, take
     the same inputs, give outputs of the same shape and carry the same task,
     labels and saved preprocessing; otherwise ``ConfigError`` and nothing is
     written.
@@ -50,22 +67,66 @@ def ensemble(files: Sequence[str | os.PathLike[str] | Model], out: str | os.Path
     if outputs == "values" and method in CLASSIFIER_ONLY:
         raise ConfigError(f"method {method!r} votes on classes, but these members are regression models; "
                           "use 'average' or 'weighted'")
+    if (method == "stacking") != (validation is not None):
+        raise ConfigError("method 'stacking' needs validation data (validation=, --data), and only stacking uses it")
+    if method == "stacking" and weights is not None:
+        raise ConfigError("method 'stacking' learns how much each member counts; give no weights")
     activations = [_activation(model, name) for model, name in zip(models, names)]
     module = Ensemble([m.module for m in models], method=method, weights=weights, activations=activations,
                       outputs=outputs, sources=[m.content_hash for m in models])
+    if share:
+        module.shared = check_shared(module, find_shared([m.module for m in models]))
     first = models[0]
+    lineage: dict[str, Any] = {"relation": "ensemble", "method": method,
+                               "members": [{"content_hash": m.content_hash, "source": Path(name).name}
+                                           for m, name in zip(models, names)]}
+    if method == "stacking":
+        data = validation_data(validation, first, split)
+        fitted = fit_stacking(module, first.preprocess(data.x), data.y, penalty=penalty)
+        lineage["stacking"] = {**fitted.to_dict(), "data": data.name[:200], "split": split,
+                               "data_fingerprint": data.fingerprint()}
     manifest = build_manifest(
         codec_for("ensemble").encode(module), task=first.manifest.task, labels=first.manifest.labels,
         preprocessing=first.manifest.preprocessing, postprocessing=_postprocessing(outputs, first),
         signature=first.manifest.signature or spec_signature(first.spec),
         provenance=provenance_record(reproducible=reproducible), output_units=output_units(first.spec),
-        lineage={"relation": "ensemble", "method": method,
-                 "members": [{"content_hash": m.content_hash, "source": Path(name).name}
-                             for m, name in zip(models, names)]},
-        where="ensemble()",
+        lineage=lineage, where="ensemble()",
     )
     tensors = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
     return write_tensors(out, tensors, manifest_metadata(manifest), durable=durable)
+
+
+def validation_data(validation: Any, first: Model, split: str = "all") -> Any:
+    """The stacking data as a ``Dataset`` whose classes are numbered as the members' labels."""
+    from ..data import Dataset, dataset_from_arrays, load_data, split_dataset
+    from ..data.targets import match_labels
+
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {str(split)[:40]!r}")
+    labels = tuple(first.labels) if first.labels is not None else None
+    if isinstance(validation, (str, os.PathLike)):
+        shape = first._input_shape()
+        data = load_data(validation, **({"input_shape": tuple(shape)} if shape is not None else {}),
+                         **({"labels": labels} if labels is not None else {}))
+    elif isinstance(validation, Dataset):
+        data = validation
+    elif isinstance(validation, tuple) and len(validation) == 2:
+        data = dataset_from_arrays(*validation, name="validation", task=first.manifest.task, labels=labels)
+    else:
+        raise ConfigError(f"validation must be a Dataset, an (x, y) pair, or a dataset name or file; got a "
+                          f"{type(validation).__name__}")
+    if data.task != first.manifest.task:
+        raise DataError(f"the validation data is for {data.task} but the members do {first.manifest.task}")
+    if labels is not None and data.labels is not None and tuple(data.labels) != labels:
+        y, found = match_labels(np.asarray(data.y), tuple(data.labels), labels, data.name)
+        data = Dataset(data.name, data.x, y, found, data.task)
+    if split != "all":
+        hyper = dict(first.manifest.hyperparameters or {})
+        recorded = hyper.get("data") or {}
+        fractions = tuple(recorded.get("split") or (0.8, 0.1, 0.1))
+        parts = split_dataset(data, fractions=fractions, seed=int(recorded.get("split_seed", hyper.get("seed", 0))))
+        data = {"train": parts.train, "validation": parts.validation, "test": parts.test}[split]
+    return data
 
 
 def _check_compatible(models: list[Model], names: list[str]) -> None:

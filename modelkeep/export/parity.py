@@ -40,11 +40,11 @@ class Parity:
 
 
 def vocabulary(source: Source, tensor: Tensor) -> int | None:
-    """The number of token ids the Embedding layers reading ``tensor`` accept (the smallest), if known."""
-    spec = source.spec
-    if spec is None:
-        return None
-    sizes = [int(layer.kind.fields.num_embeddings) for layer in spec.layers
+    """The number of token ids the Embedding layers reading ``tensor`` accept (the smallest), if known.
+
+    An ensemble has no spec of its own; its members' specs (``module.specs``) say it for each member."""
+    specs = [source.spec] if source.spec is not None else list(getattr(source.module, "specs", None) or [])
+    sizes = [int(layer.kind.fields.num_embeddings) for spec in specs for layer in spec.layers
              if tensor.name in layer.inputs and hasattr(layer.kind.fields, "num_embeddings")]
     return min(sizes) if sizes else None
 

@@ -143,7 +143,9 @@ def test_incompatible_members_are_refused(members, tmp_path):
     _refused(tmp_path, [multi[0], multi[0]], r"same model .* larger weight")
     _refused(tmp_path, multi, r"'weighted' needs weights", method="weighted")
     _refused(tmp_path, multi, r"3 members", weights=[1, 2])
-    _refused(tmp_path, multi, r"method must be one of", method="stacking")
+    _refused(tmp_path, multi, r"method must be one of", method="bagging")
+    _refused(tmp_path, multi, r"'stacking' needs validation data", method="stacking")
+    _refused(tmp_path, multi, r"only stacking uses it", validation=(np.zeros((2, 4)), np.zeros(2, dtype=np.int64)))
 
 
 def test_different_preprocessing_is_refused(members, tmp_path):

@@ -56,7 +56,7 @@ def _broken(change):
     (lambda d: d["members"][1].update(prefix="members.0."), "must have prefix 'members.1.'"),
     (lambda d: d["members"][0].update(activation="exp"), "activation 'exp'"),
     (lambda d: d["members"][0].update(content_hash="md5:abc"), "content_hash"),
-    (lambda d: d.update(method="stacking"), "method 'stacking' is not known"),
+    (lambda d: d.update(method="bagging"), "method 'bagging' is not known"),
     (lambda d: d.update(weights=[0.9, 0.9]), "summing to 1"),
     (lambda d: d.update(weights=[1.0]), "one number >= 0 per member"),
     (lambda d: d.update(weights=[float("nan"), 1.0]), "weights"),
@@ -119,6 +119,16 @@ def test_a_sequence_output_is_combined_per_position(tmp_path):
             expected = sum(np.eye(VOCAB)[m.probabilities.argmax(axis=-1)] for m in members) / 3
         assert got.probabilities.shape == (5, SEQ, VOCAB)
         np.testing.assert_allclose(got.probabilities, expected, atol=1e-6, rtol=0)
+    # stacking reads the members' (N, T, M * V) probabilities per position and learns from a target per position
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, VOCAB, (40, SEQ))
+    stacked = load(ensemble(paths, tmp_path / "stacking.safetensors", method="stacking",
+                            validation=(tokens, (tokens + 1) % VOCAB), durable=False))
+    assert tuple(stacked.module.meta.weight.shape) == (VOCAB, 3 * VOCAB)
+    features = torch.cat([torch.from_numpy(m.probabilities).double() for m in members], dim=-1)
+    logits = features @ stacked.module.meta.weight.detach().double().T + stacked.module.meta.bias.detach().double()
+    np.testing.assert_allclose(stacked.predict(x).probabilities, torch.softmax(logits, -1).numpy(), atol=1e-5)
+    assert stacked.manifest.lineage["stacking"]["rows"] == 40 * SEQ
 
 
 
