@@ -6,7 +6,9 @@ that name is half-written and every other file is untouched. Both backends get
 that from a committer of ``modelkeep.io``: ``LocalStorage`` from
 ``RenameCommitter`` (temporary name, fsync, rename, through ``write_tensors``),
 ``FsspecStorage`` from ``MarkerCommitter`` (the file under its final name, a
-commit marker written last, for object stores that cannot rename).
+commit marker written last, for object stores that cannot rename). A local
+write of asynchronous snapshot buffers, which are laid out as the file itself
+(``_image.py``), goes through ``io.atomic_write_image`` in one pass instead.
 
 Reading goes through the same protocol (``names``, ``reading``, ``address``),
 so listing, selecting and restoring checkpoints work on any backend; nothing
@@ -21,6 +23,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, Sequence
 
+from ..io.atomic import atomic_write_image
 from ..io.committer import MarkerCommitter, RenameCommitter
 from ..io.lock import FolderLock
 
@@ -136,8 +139,14 @@ class LocalStorage(_CommittedStorage):
               durable: bool = True) -> int:
         from ..artifact.tensors import write_tensors
 
-        # write_tensors commits through io.atomic_write: the RenameCommitter's own mechanism.
-        path = write_tensors(self.committer.prepare(name), tensors, metadata, durable=durable)
+        image = getattr(tensors, "file_image", None)  # snapshot buffers laid out as the file (snapshot.py)
+        rendered = image.render(metadata) if image is not None else None
+        if rendered is not None:
+            # One pass from the snapshot to the disk, past the page cache where it can (io.atomic_write_image).
+            path = atomic_write_image(self.committer.prepare(name), *rendered, durable=durable)
+        else:
+            # write_tensors commits through io.atomic_write: the RenameCommitter's own mechanism.
+            path = write_tensors(self.committer.prepare(name), tensors, metadata, durable=durable)
         return path.stat().st_size
 
     def address(self, name: str) -> Path:
