@@ -8,7 +8,10 @@
   written last on an object store); ``set_aside_checkpoints`` moves an earlier
   run's files aside through the same protocol;
 * ``reading`` describes and reads checkpoints (``CheckpointInfo``), from a
-  file or from any backend.
+  file or from any backend;
+* ``sharded`` saves and loads sharded checkpoints through torch.distributed.checkpoint
+  (``save_sharded``/``load_sharded``, each rank its own part, a JSON manifest committed last,
+  resharding to another world size; ``export_sharded`` turns one into a model file).
 
 What a checkpoint holds is captured by ``state.capture``; asynchronous saves
 copy it into ``snapshot.SnapshotBuffers`` and write it on a background thread.
@@ -37,6 +40,8 @@ _EXPORTS = {
     "restore_rng": "state",
     "CheckpointReader": "storage", "CheckpointStorage": "storage", "FsspecStorage": "storage",
     "LocalStorage": "storage", "set_aside_checkpoints": "storage",
+    "save_sharded": "sharded", "load_sharded": "sharded", "latest_sharded": "sharded", "list_sharded": "sharded",
+    "read_sharded": "sharded", "verify_sharded": "sharded", "export_sharded": "export",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -45,7 +50,7 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .export import export_checkpoint, list_checkpoints, manifest_pieces, select_checkpoint
+    from .export import export_checkpoint, export_sharded, list_checkpoints, manifest_pieces, select_checkpoint
     from .manager import CheckpointManager
     from .reading import CheckpointWarning
     from .policies import (AnyOf, EveryNEpochs, EveryNSeconds, EveryNSteps, KeepAll, KeepBestN, KeepEveryNth,
@@ -54,4 +59,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .snapshot import SnapshotBuffers
     from .state import Position, Stateful, CheckpointState, capture_rng, restore_rng
     from .reading import CheckpointInfo, Restored, describe_checkpoint, read_checkpoint
+    from .sharded import latest_sharded, list_sharded, load_sharded, read_sharded, save_sharded, verify_sharded
     from .storage import CheckpointReader, CheckpointStorage, FsspecStorage, LocalStorage, set_aside_checkpoints

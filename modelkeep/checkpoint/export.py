@@ -7,6 +7,10 @@ lineage back to the checkpoint) through the one manifest builder
 (``artifact.manifest_builder``, which ``modelkeep.save`` uses too) and writes the
 file with ``write_tensors``, so ``modelkeep.load`` opens it. It never writes
 except through ``write_tensors``.
+
+A sharded checkpoint (``sharded.save_sharded``) is exported the same way by ``export_sharded``: its shards are
+assembled into full tensors in one process, without a process group, and its document's ``extra_manifest``
+plays the part of the file checkpoint's.
 """
 from __future__ import annotations
 
@@ -74,21 +78,23 @@ def select_checkpoint(directory: str | os.PathLike[str] | CheckpointReader, *, s
 def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[str], *, step: int | None = None,
                       best: bool = False, metric: str | None = None, mode: str | None = None,
                       with_optimizer: bool = False, durable: bool = True) -> Path:
-    """Write a release model file ``out`` from a checkpoint in ``directory`` (see ``select_checkpoint``)."""
-    from ..artifact.manifest_builder import build_manifest, manifest_metadata
-    from ..artifact.tensors import write_tensors
+    """Write a release model file ``out`` from a checkpoint in ``directory`` (see ``select_checkpoint``).
 
+    ``directory`` may also be a sharded checkpoint (a ``step-<n>`` folder of ``sharded.save_sharded``) or a
+    folder of them: its shards are assembled into full tensors in this one process (``export_sharded``).
+    """
+    if isinstance(directory, (str, os.PathLike)) and not is_url(directory):
+        from .sharded import is_sharded
+
+        if is_sharded(directory) and not any(step_of(p.name) is not None for p in _files_of(directory)):
+            if best or metric or mode:
+                raise CheckpointError(f"{directory} holds sharded checkpoints; pick one with --step (not --best, "
+                                      "--metric or --mode)")
+            return export_sharded(directory, out, step=step, with_optimizer=with_optimizer, durable=durable)
     storage = run_checkpoints(directory)
     chosen = select_checkpoint(storage, step=step, best=best, metric=metric, mode=mode)
     info, tensors, doc = read_stored(storage, chosen.name)
     pieces = decode_tree(doc.get("extra_manifest"), {})
-    if not isinstance(pieces, dict) or not isinstance(pieces.get("architecture"), dict):
-        raise CheckpointError(
-            f"{info.path} holds no model manifest (it was saved without extra_manifest=...), so no release file "
-            "can be made from it; save checkpoints of a spec-built model through fit(), or pass "
-            "extra_manifest={'architecture': {'type': 'spec', 'spec': spec.to_dict()}, ...} to save()"
-        )
-    architecture = _architecture_facts(pieces["architecture"], info.path)
     history = decode_tree(doc.get("history"), tensors)
     weights = {name[len(MODEL_PREFIX):]: t for name, t in tensors.items() if name.startswith(MODEL_PREFIX)}
     optimizer = None
@@ -102,18 +108,105 @@ def export_checkpoint(directory: str | os.PathLike[str], out: str | os.PathLike[
         weights.update(optimizer_tensors)
     checkpoint = {"checkpoint": {"name": info.name, "step": info.step, "epoch": info.epoch, "batch": info.batch,
                                  "created": info.created}}
+    return _write_release(out, pieces, weights, where=info.path, history=history, metrics=info.metrics,
+                          lineage=checkpoint, optimizer=optimizer, durable=durable)
+
+
+def _files_of(directory: str | os.PathLike[str]) -> list[Path]:
+    """The files of ``directory`` and of its ``checkpoints/`` sub-folder (where a run folder keeps them)."""
+    found = []
+    for folder in (Path(directory), Path(directory) / "checkpoints"):
+        if folder.is_dir():
+            found += [entry for entry in folder.iterdir() if entry.is_file()]
+    return found
+
+
+def export_sharded(location: str | os.PathLike[str], out: str | os.PathLike[str], *, step: int | None = None,
+                   with_optimizer: bool = False, durable: bool = True) -> Path:
+    """Write a release model file ``out`` from a sharded checkpoint (``location``: a ``step-<n>`` folder, a folder
+    of them or a run folder; ``step`` picks one, else the newest good one), in this process alone.
+
+    The weights are the tensors saved under the state dict's ``"model"`` key (``_sharded_weights``); the model's
+    manifest pieces are the document's ``"extra_manifest"`` (as for file checkpoints: ``manifest_pieces(model,
+    spec=...)``), which fit's own sharded checkpoints (``strategy: fsdp``) carry. ``with_optimizer`` keeps the
+    optimizer state of fit's checkpoints (the document's ``state`` tree), whole, in the model file's own layout.
+    """
+    from .sharded import MANIFEST_NAME, latest_sharded, read_sharded, sharded_name, sharded_root
+
+    folder = Path(location)
+    if not (folder / MANIFEST_NAME).is_file():
+        root = sharded_root(folder)
+        chosen = root / sharded_name(step) if step is not None else latest_sharded(root)
+        if chosen is None or not (chosen / MANIFEST_NAME).is_file():
+            raise CheckpointError(f"no committed sharded checkpoint{'' if step is None else f' of step {step}'} "
+                                  f"in {root}")
+        folder = chosen
+    manifest, tensors = read_sharded(folder)
+    weights = _sharded_weights(manifest.paths, tensors)
+    if not weights:
+        raise CheckpointError(f"{folder} holds no model weights (tensors under the state dict's 'model' key)")
+    document = manifest.document
+    position = document.get("position") if isinstance(document.get("position"), dict) else {}
+    checkpoint = {"checkpoint": {"name": folder.name, "step": manifest.step, "epoch": position.get("epoch", 0),
+                                 "batch": position.get("batch", 0), "created": manifest.created}}
+    metrics = document.get("metrics") if isinstance(document.get("metrics"), dict) else {}
+    optimizer = None
+    if with_optimizer:
+        tree = document.get("state") if isinstance(document.get("state"), dict) else {}
+        if "optimizer" not in tree:
+            raise CheckpointError(f"{folder} holds no optimizer state to export")
+        from ..artifact.optimizer_state import flatten_optimizer
+
+        optimizer_tensors, optimizer = flatten_optimizer(decode_tree(tree["optimizer"], tensors))
+        weights.update(optimizer_tensors)
+    return _write_release(out, document.get("extra_manifest"), weights, where=folder, history=document.get("history"),
+                          metrics=metrics, lineage=checkpoint, optimizer=optimizer, durable=durable)
+
+
+def _sharded_weights(paths: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+    """The model's weights among a sharded checkpoint's full tensors, by parameter name.
+
+    Two layouts put them under the state dict's ``"model"`` key: a nested state dict such as
+    ``{"model": get_model_state_dict(model), "optim": ...}`` (DCP key ``model.<name>``, path ``["model", name]``),
+    and fit's flat capture (``checkpoint.state.capture``: key and path ``["model/<name>"]``). FSDP2 shards in
+    place, so both name the parameters as the unsharded model does (no wrapper prefix to strip).
+    """
+    weights = {}
+    for key, tensor in tensors.items():
+        path = paths.get(key, ())
+        if len(path) == 2 and path[0] == "model":
+            weights[str(path[1])] = tensor
+        elif len(path) == 1 and str(path[0]).startswith(MODEL_PREFIX):
+            weights[str(path[0])[len(MODEL_PREFIX):]] = tensor
+    return weights
+
+
+def _write_release(out: str | os.PathLike[str], pieces: Any, weights: dict[str, Any], *, where: Any, history: Any,
+                   metrics: Any, lineage: dict[str, Any], optimizer: Any, durable: bool) -> Path:
+    """The release file: the manifest pieces completed by the one manifest builder, then ``write_tensors``."""
+    from ..artifact.manifest_builder import build_manifest, manifest_metadata
+    from ..artifact.tensors import write_tensors
+
+    if not isinstance(pieces, dict) or not isinstance(pieces.get("architecture"), dict):
+        raise CheckpointError(
+            f"{where} holds no model manifest (it was saved without extra_manifest=...), so no release file "
+            "can be made from it; save checkpoints of a spec-built model through fit(), or pass "
+            "extra_manifest={'architecture': {'type': 'spec', 'spec': spec.to_dict()}, ...} to save() "
+            "(document={'extra_manifest': ...} to save_sharded())"
+        )
+    architecture = _architecture_facts(pieces["architecture"], where)
     manifest = build_manifest(  # fails before writing, never after
         pieces["architecture"], task=pieces.get("task"), labels=pieces.get("labels"),
         preprocessing=pieces.get("preprocessing"), postprocessing=pieces.get("postprocessing"),
         signature=pieces.get("signature") or (architecture.signature if architecture else None),
         history=pieces.get("history") or (history if isinstance(history, dict) else None),
-        metrics=pieces.get("metrics") or (dict(info.metrics) if info.metrics else None),
+        metrics=pieces.get("metrics") or (dict(metrics) if metrics else None),
         hyperparameters=pieces.get("hyperparameters"), provenance=pieces.get("provenance"),
-        card=pieces.get("card"), lineage=pieces.get("lineage") or checkpoint, optimizer=optimizer,
+        card=pieces.get("card"), lineage=pieces.get("lineage") or lineage, optimizer=optimizer,
         scheduler=pieces.get("scheduler"),
         final_activation=architecture.final_activation if architecture else None,
         output_units=architecture.output_units if architecture else None,
-        extra={k: v for k, v in pieces.items() if k not in _BUILDER_SECTIONS}, where=str(info.path),
+        extra={k: v for k, v in pieces.items() if k not in _BUILDER_SECTIONS}, where=str(where),
     )
     return write_tensors(out, weights, manifest_metadata(manifest), durable=durable)
 

@@ -1,4 +1,8 @@
-"""``modelkeep export-checkpoint DIR OUT``: a release model file from a checkpoint (optimizer state dropped)."""
+"""``modelkeep export-checkpoint DIR OUT``: a release model file from a checkpoint (optimizer state dropped).
+
+``DIR`` may be a run folder, its ``checkpoints/`` folder, or a sharded checkpoint (a ``step-<n>/`` folder written
+by ``save_sharded``, or the folder holding them): the shards are assembled in this one process.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,8 @@ import argparse
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export-checkpoint", help="write a release model file from a checkpoint")
     parser.add_argument("directory", metavar="DIR",
-                        help="the run folder or its checkpoints/ folder, or an fsspec URL such as s3://bucket/run")
+                        help="the run folder or its checkpoints/ folder, a sharded checkpoint (step-<n>/) or the folder "
+                             "holding sharded checkpoints, or an fsspec URL such as s3://bucket/run")
     parser.add_argument("out", metavar="OUT")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the checkpoint of this step (default: the newest good one)")
