@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "evaluate",
     "cv",
     "finetune",
+    "update",
     "sign",
     "registry",
     "inspect",

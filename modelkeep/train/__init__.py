@@ -13,6 +13,7 @@ from .checkpointing import CheckpointSettings, set_aside_checkpoints
 from .evaluation import evaluate
 from .fit import fit
 from .history import History, plot_history
+from .incremental import FolderStream, update_stream
 from .loop import LoopState
 from .losses import LOSSES, make_loss
 from .metrics import MetricAccumulator, compute_metrics
@@ -27,9 +28,10 @@ from .settings import FitSettings
 from .strategy import ProcessStrategy, SingleProcess
 
 __all__ = [
-    "Callback", "CallbackList", "CheckpointSettings", "EarlyStopping", "FitResult", "FitSettings", "FrozenBatchNorm",
+    "Callback", "CallbackList", "CheckpointSettings", "EarlyStopping", "FitResult", "FitSettings", "FolderStream",
+    "FrozenBatchNorm",
     "GroupRule", "History", "KeepEval", "L2Toward", "LOSSES", "LoopState", "MetricAccumulator", "ModePolicy",
     "OPTIMIZERS", "ParameterGroups", "ProcessStrategy", "Regularizer", "SCHEDULES", "Schedule", "SingleProcess",
     "Stateful", "compute_metrics", "epoch_permutation", "evaluate", "fit", "make_loss", "make_optimizer",
-    "make_schedule", "plot_history", "resolve_groups", "seed_everything", "set_aside_checkpoints", "set_mode",
+    "make_schedule", "plot_history", "resolve_groups", "seed_everything", "set_aside_checkpoints", "set_mode", "update_stream",
 ]

@@ -157,6 +157,20 @@ class Split:
         for xb, yb in self.loader(None, batch_size):
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
+    def shard_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Samples ``rank, rank + world_size, ...`` once each (one process's part of an evaluation; no padding,
+        so the parts of all processes hold every sample exactly once)."""
+        if world_size == 1:
+            yield from self.batches(batch_size)
+            return
+        if not self.streamed:
+            x, y = self.x[rank::world_size], self.y[rank::world_size]
+            for start in range(0, len(x), batch_size):
+                yield x[start:start + batch_size], y[start:start + batch_size]
+            return
+        for xb, yb in self.loader(range(rank, len(self), world_size), batch_size):
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
 
 @dataclass(frozen=True)
 class BatchPlan:

@@ -116,8 +116,9 @@ class CheckpointSettings:
 
         return "min" if self.monitor.removeprefix("val_") in LOWER_IS_BETTER else "max"
 
-    def manager(self, *, storage: Any = None):
-        """The ``CheckpointManager`` these settings describe."""
+    def manager(self, *, storage: Any = None, reader: bool = False):
+        """The ``CheckpointManager`` these settings describe; ``reader`` for a process that only restores
+        (not the coordinator of several: ``ReadOnlyCheckpoints``, no folder lock, nothing removed)."""
         from ..checkpoint.manager import CheckpointManager
         from ..checkpoint.policies import (AnyOf, EveryNEpochs, EveryNSeconds, EveryNSteps, KeepBestN, KeepLastN,
                                            KeepUnion, OnBestMetric)
@@ -137,6 +138,12 @@ class CheckpointSettings:
             keep.append(KeepBestN(self.keep_best, self.monitor, self.monitor_mode()))
         if not triggers:  # only the final save: still a trigger object the manager can ask
             triggers.append(EveryNEpochs(2**62))
+        if reader:
+            from ..checkpoint.storage import checkpoint_storage
+
+            from .multiprocess_checkpoints import ReadOnlyCheckpoints
+
+            storage = ReadOnlyCheckpoints(storage if storage is not None else checkpoint_storage(self.directory))
         return CheckpointManager(self.directory, save_on=AnyOf(*triggers), keep=KeepUnion(*keep),
                                  asynchronous=self.asynchronous, on_error=self.on_error, durable=self.durable,
                                  storage=storage)
@@ -220,6 +227,11 @@ class _Checkpointing:
         self.state = CheckpointState(run.model, run.optimizer, run.schedule, run.scaler, callbacks=dict(callbacks),
                                      structure=dict(structure or {}))
         self.strategy = strategy
+        self.sharded: Any = None  # the state split across processes (FSDP2): sharded checkpoints, collective
+        if strategy is not None and not getattr(strategy, "replicated", True):
+            from .multiprocess_checkpoints import ShardedCheckpoints
+
+            self.sharded = ShardedCheckpoints(self.directory, manager)
         self.guard: Any = None
         self.restored: Any = None
 
@@ -231,6 +243,9 @@ class _Checkpointing:
 
     def restore(self) -> Any:
         """Load the newest good checkpoint into the run; None (a fresh start) when the folder has none."""
+        if self.sharded is not None:
+            self.restored = self.sharded.restore(self)
+            return self.restored
         try:
             restored = self.manager.restore(self.state)
         except CheckpointError as exc:
@@ -239,6 +254,9 @@ class _Checkpointing:
             raise CheckpointError(f"the checkpoint in {self.directory} does not fit this run: {exc}; "
                                   f"{RESTART_HINT}") from None
         if restored is None:
+            from .multiprocess_checkpoints import refuse_sharded_only
+
+            refuse_sharded_only(self.directory)  # FSDP2's checkpoints are not a fresh start
             return None
         extra = restored.extra if isinstance(restored.extra, dict) else {}
         saved = extra.get("run")
@@ -284,9 +302,10 @@ class _Checkpointing:
         from ..checkpoint.state import Position
 
         position = Position(state.epoch, state.batch, state.step)
-        if self.manager.should_save(position) or self.guard.requested:
+        due, interrupted = self._agreed(self.manager.should_save(position), self.guard.requested is not None)
+        if due or interrupted:
             name = self._save(position)
-            if self.guard.requested:
+            if interrupted:
                 self._interrupted(name, position)
 
     def epoch_end(self, run: Any, logs: Mapping[str, Any], *, last: bool) -> None:
@@ -295,16 +314,30 @@ class _Checkpointing:
 
         state = run.state
         position = Position(state.epoch, 0, state.step)
-        due = self.manager.should_save(position, metrics=logs, epoch_end=True)
-        if due or last or self.guard.requested:
+        due, interrupted = self._agreed(self.manager.should_save(position, metrics=logs, epoch_end=True),
+                                        self.guard.requested is not None)
+        if due or last or interrupted:
             name = self._save(position, metrics=logs)
-            if self.guard.requested and not last:
+            if interrupted and not last:
                 self._interrupted(name, position)
+
+    def _agreed(self, due: bool, interrupted: bool) -> tuple[bool, bool]:
+        """With several processes, save (or stop) when any of them would: a time trigger or a signal may
+        reach one process a step before the others, and a save is collective."""
+        if self.strategy is None or self.strategy.world_size == 1:
+            return due, interrupted
+        from .strategy import any_process
+
+        due, interrupted = any_process(self.strategy, due, interrupted)
+        return due, interrupted
 
     def _save(self, position: Any, *, metrics: Mapping[str, Any] | None = None) -> str | None:
         strategy = self.strategy
         if strategy is None:
             return self._write(position, metrics)
+        self.run.share_epoch_loss()  # collective: the checkpoint holds the global batches' losses
+        if self.sharded is not None:
+            return self.sharded.save(self, position, metrics)  # every process writes its part
         strategy.barrier()  # every process is at this position before the coordinator captures it
         name = self._write(position, metrics) if strategy.is_coordinator else None
         strategy.barrier()
@@ -320,13 +353,15 @@ class _Checkpointing:
         self.manager.close()  # the checkpoint is committed before anyone is told to resume from it
         guard = self.guard
         where = describe_position(position.epoch, position.batch, position.step)
+        signal = guard.requested or "a signal to another process"
         saved = (f"checkpoint {name} saved in {self.directory}" if name
                  else f"the checkpoint could not be saved; the previous one in {self.directory} is intact")
         raise TrainingInterrupted(
-            f"training stopped on {guard.requested} at {where}; {saved}. Run the same training again "
+            f"training stopped on {signal} at {where}; {saved}. Run the same training again "
             f"(fit(..., checkpoint={self.directory!r}, resume=True), or the same `modelkeep train` command) "
             "to resume",
-            checkpoint=name, directory=self.directory, signal=guard.requested, exit_code=guard.exit_code)
+            checkpoint=name, directory=self.directory, signal=guard.requested,
+            exit_code=guard.exit_code or 128 + 15)  # another process's SIGTERM stopped this one too
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ optimizer, schedule, epochs, batch size, metrics and early stopping::
     metrics: [accuracy, f1]
     early_stopping: {monitor: val_loss, patience: 5}
     checkpoint: {every_steps: 500, keep_last: 3}  # the default; `checkpoint: false` turns it off
+    save_optimizer: true                      # keep the optimizer state in model.safetensors (off by default)
 
 Everything is checked (unknown keys, names, missing files) before any training,
 and errors are ``ConfigError``/``DataError``/``ModelNotFoundError`` with one clear line.
@@ -38,9 +39,10 @@ from ..errors import ConfigError, DataError, ModelNotFoundError
 from .settings import FitSettings, yaml_defaults, yaml_keys
 
 MAX_CONFIG_BYTES = 1 << 20
-CONFIG_KEYS = ("model", "data", "preprocessing", "name", "card", "checkpoint")  # the rest are FitSettings fields
+CONFIG_KEYS = ("model", "data", "preprocessing", "name", "card", "checkpoint", "continue", "strategy",
+               "save_optimizer")  # the rest are FitSettings fields
 KNOWN_KEYS = frozenset(CONFIG_KEYS) | frozenset(yaml_keys())
-DEFAULTS: dict[str, Any] = {"preprocessing": None, **yaml_defaults()}
+DEFAULTS: dict[str, Any] = {"preprocessing": None, "save_optimizer": False, **yaml_defaults()}
 
 
 @dataclass
@@ -122,7 +124,12 @@ def load_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = 
             raise ConfigError(f"the config has no {required!r}; see examples/ for complete configs")
     if "name" in document:
         check_run_name(document["name"])
+    if not isinstance(document.get("save_optimizer", False), bool):
+        raise ConfigError(f"save_optimizer must be true or false, got {shorten_value(document['save_optimizer'])}")
     config = TrainConfig(document, base_dir)
+    from .strategy import check_strategy_name  # imports torch: only once a config is read
+
+    check_strategy_name(document.get("strategy"))  # auto | ddp | fsdp (docs/scale.md)
     fit_settings(config)  # every training option is checked here, before any data is read
     checkpoint_settings(config, ".")
     _data_settings(config)
@@ -278,30 +285,40 @@ class TrainRun:
 
 
 def run_training(config: TrainConfig, run_dir: str | Path, *, progress: Any = "auto", resume: bool = True,
-                 callbacks: Sequence[Any] = ()) -> TrainRun:
+                 callbacks: Sequence[Any] = (), init_from: Any = None, old_test: Any = None) -> TrainRun:
     """Split the data, train, test once, and write the model file, history, curves, config and metrics.
 
     Checkpoints go to ``run_dir/checkpoints``; with ``resume`` a folder that holds some continues
     from the newest good one (``resume=False`` moves them into ``checkpoints/previous/`` first).
     """
-    from ..io.lock import FolderLock
+    from .distributed import run_folder
     from .fit import fit
 
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir)  # before any data is read or step taken: a folder that cannot be written fails now
-    with FolderLock(run_dir, purpose="training run"):  # a second training on this folder is refused
-        dataset = load_config_data(config)
-        model = build_model(config, dataset)
+    run_dir = Path(run_dir)  # one process, or this one of torchrun's (docs/scale.md); the coordinator locks the folder
+    with run_folder(run_dir, config["strategy"], prepare=prepare_run_dir) as strategy:
+        if config["save_optimizer"] and not getattr(strategy, "replicated", True):  # said before any step
+            raise ConfigError("save_optimizer needs the whole optimizer state in one process; FSDP2 splits it "
+                              "across processes: leave save_optimizer off (its sharded checkpoints keep it)")
+        from .continued_config import continued_run
+
+        continued = continued_run(config, init_from, old_test)  # None unless continuing a saved model
+        dataset = load_config_data(config, **(continued.read_options if continued else {}))
+        model = continued.parent.module if continued else build_model(config, dataset)
         splits = split_config_data(config, _data_for_model(dataset, model))
-        result = fit(model, splits.train, splits.validation if len(splits.validation) else None,
-                     splits.test if len(splits.test) else None, **fit_options(config, progress=progress),
-                     checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks))
+        options = {**fit_options(config, progress=progress), **(continued.fit_options if continued else {})}
+        result = fit(None if continued else model, splits.train, splits.validation if len(splits.validation) else None,
+                     splits.test if len(splits.test) else None, **options,
+                     checkpoint=checkpoint_settings(config, run_dir), resume=resume, callbacks=list(callbacks),
+                     strategy=strategy)
+        if not strategy.is_coordinator:  # the coordinator alone writes the run folder
+            return TrainRun(result, run_dir, run_dir / "model.safetensors", [])
         return save_run(config, result, run_dir)
 
 
 def save_run(config: TrainConfig, result: Any, run_dir: Path, *, model_path: str | Path | None = None) -> TrainRun:
     """Write a finished run's model file (``run_dir/model.safetensors`` unless ``model_path``), history,
-    curves, config and metrics; the data source and split go into the file's hyperparameters."""
+    curves, config and metrics; the data source and split go into the file's hyperparameters, and the
+    optimizer state into the file with ``save_optimizer: true`` (what ``--init-from`` continues)."""
     import yaml
 
     from ..artifact import save
@@ -313,7 +330,8 @@ def save_run(config: TrainConfig, result: Any, run_dir: Path, *, model_path: str
     result.hyperparameters["data"] = {"source": str(data["name"] if isinstance(data, dict) and "name" in data else source),
                                       "options": options, "split": list(fractions), "split_seed": split_seed}
     card = config.raw.get("card")
-    model_path = save(result, model_path or run_dir / "model.safetensors", **({"card": card} if card else {}))
+    optimizer = {"optimizer": result.optimizer} if config["save_optimizer"] else {}
+    model_path = save(result, model_path or run_dir / "model.safetensors", **optimizer, **({"card": card} if card else {}))
     files = [model_path, *write_history(result.history, run_dir)]
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
     files.append(run_dir / "config.yaml")

@@ -10,6 +10,10 @@ afterwards the model goes back to the mode it was in through the mode policies
 (fractions and seed recorded in the file's hyperparameters), so
 ``split="test"`` is the test split the run held out; ``split="all"`` scores
 every sample (for a separate file).
+
+With several processes (``strategy``) each evaluates every ``world_size``-th sample and the
+additive sums (loss, sample count, confusion counts, regression sums) are gathered and added in
+rank order, so every process gets the same numbers, the numbers of the whole split.
 """
 from __future__ import annotations
 
@@ -42,8 +46,13 @@ def final_activation(model: torch.nn.Module) -> str | None:
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, split: Split, loss_fn, *, metrics: Sequence[str], num_classes: int | None,
                    final_activation: str | None, autocast: torch.dtype | None, mode_policies: Sequence[Any] = (),
-                   batch_size: int = EVAL_BATCH_SIZE) -> tuple[dict[str, float], dict[str, Any]]:
-    """Loss and metrics over the whole split (one read from the device at the end), and the full report."""
+                   batch_size: int = EVAL_BATCH_SIZE, strategy: Any = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Loss and metrics over the whole split (one read from the device at the end), and the full report.
+    With a multi-process ``strategy`` it is collective: every process must call it."""
+    rank, world_size = (strategy.rank, strategy.world_size) if strategy is not None else (0, 1)
+    if world_size > 1 and len(split) < world_size:
+        raise DataError(f"the {split.name!r} split has {len(split)} samples, fewer than the {world_size} processes "
+                        "evaluating it; give it more samples or train on fewer processes")
     was_training = model.training
     set_mode(model, False, mode_policies)
     total_loss = torch.zeros((), device=split.device, dtype=torch.float64)
@@ -51,7 +60,7 @@ def evaluate_split(model: torch.nn.Module, split: Split, loss_fn, *, metrics: Se
                                     device=split.device)
     count = 0
     context = (torch.autocast(split.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext())
-    for xb, yb in split.batches(batch_size):
+    for xb, yb in split.shard_batches(batch_size, rank, world_size):
         with context:
             out = model(xb)
         out = out.float()
@@ -59,11 +68,30 @@ def evaluate_split(model: torch.nn.Module, split: Split, loss_fn, *, metrics: Se
         accumulator.update(out, yb)
         count += len(xb)
     set_mode(model, was_training, mode_policies)
+    if world_size > 1:
+        total_loss, count = _combine(strategy, accumulator, total_loss, count)
     report = accumulator.report()
     scalars = {"loss": float(total_loss) / max(count, 1)}
     scalars.update({name: report[name] for name in metrics})
     report = {"loss": scalars["loss"], **report}
     return scalars, report
+
+
+def _combine(strategy: Any, accumulator: MetricAccumulator, total_loss: torch.Tensor,
+             count: int) -> tuple[torch.Tensor, int]:
+    """Collective: the sums of every process's part, added in rank order (float64; counts stay exact below 2**53)."""
+    pieces = [total_loss.reshape(1), torch.tensor([float(count)], dtype=torch.float64, device=total_loss.device)]
+    tables = [name for name in ("confusion", "sums") if getattr(accumulator, name) is not None]
+    pieces += [getattr(accumulator, name).double().reshape(-1) for name in tables]
+    total = strategy.gather(torch.cat(pieces)).sum(dim=0)
+    offset = 2
+    for name in tables:
+        table = getattr(accumulator, name)
+        part = total[offset:offset + table.numel()].reshape(table.shape)
+        setattr(accumulator, name, part.round().to(table.dtype) if not table.is_floating_point() else part.to(table.dtype))
+        offset += table.numel()
+    accumulator.count = int(total[1])
+    return total[0], accumulator.count
 
 
 def evaluate(

@@ -24,6 +24,7 @@ import torch
 from ..errors import ConfigError, DataError
 from .batches import BatchPlan, Split, as_dataset, fit_preprocessing, input_dtype
 from .checks import check_inputs, check_loss_fits
+from .continued import continuable
 from .callbacks import CallbackList, EarlyStopping, make_early_stopping
 from .checkpointing import (CheckpointSettings, OptimizerLayout, _Checkpointing, architecture_digest,
                             run_fingerprint)
@@ -38,7 +39,7 @@ from .result import FitResult
 from .runtime import deterministic_algorithms, seed_everything
 from .schedules import make_schedule
 from .settings import FitSettings, fit_signature
-from .strategy import SingleProcess
+from .strategy import SingleProcess, local_batch_size, whole_model
 
 __all__ = ["fit"]
 
@@ -66,6 +67,7 @@ class _Inputs:
         return input_dtype(self.model)
 
 
+@continuable  # fit(..., init_from=FILE, old_test=...): continued training (continued.py), which calls fit again
 def fit(
     model: torch.nn.Module,
     train: Any,
@@ -103,7 +105,7 @@ def fit(
     decay or ``frozen=True`` (a callback unfreezes them later with ``state.unfreeze(...)``);
     ``mode_policies`` keep chosen modules in eval mode while training — modules the user put
     in eval with all their parameters frozen always stay there. ``strategy``: how many
-    processes train (``SingleProcess()`` by default).
+    processes train (``SingleProcess()``; under torchrun ``distributed.training_processes``, docs/scale.md).
 
     ``checkpoint``: a folder (saves with the default ``CheckpointSettings``: every epoch,
     every 500 steps, at the end; keeps the last 3 and the best by ``val_loss``), a
@@ -123,7 +125,7 @@ def fit(
                      [*callbacks, *([stopper] if stopper is not None else [])], stopper,
                      strategy if strategy is not None else SingleProcess())
     _check_before_training(inputs)
-    checkpoint_settings, manager = _checkpoint_manager(checkpoint)
+    checkpoint_settings, manager = _checkpoint_manager(checkpoint, reader=not inputs.strategy.is_coordinator)
     data_fingerprint = train.fingerprint() if manager is not None else None
     seed_everything(settings.seed)
     fit_preprocessing(preprocessing, train, settings.seed)
@@ -141,7 +143,7 @@ def fit(
         test_metrics, test_report = _test_once(inputs, parts)
     checkpoints = loop.checkpoints if isinstance(loop.checkpoints, _Checkpointing) else None
     recorded = _recorded(settings, epochs_run=loop.state.epoch, frozen=parts.parameter_groups.frozen_names())
-    return FitResult(parts.model, loop.history, test_metrics, train.labels, preprocessing, train.task, recorded,
+    return FitResult(whole_model(inputs.strategy, parts.model), loop.history, test_metrics, train.labels, preprocessing, train.task, recorded,
                      data_fingerprint or train.fingerprint(), parts.optimizer, test_report, loop.step_history,
                      stopped_early=stopper.stopped_epoch is not None if stopper else False,
                      best_epoch=stopper.best_epoch if stopper else None, resumed_from=loop.state.resumed_from,
@@ -199,6 +201,8 @@ def _trainables(inputs: _Inputs) -> Trainables:
     groups = ParameterGroups(model, settings.param_groups, learning_rate=settings.learning_rate)
     optimizer = make_optimizer(settings.optimizer, groups.param_groups(), settings.learning_rate, **optimizer_options)
     scaler = torch.amp.GradScaler("cuda") if settings.autocast_dtype == torch.float16 else None
+    for callback in inputs.callbacks:  # before any checkpoint restore, which then wins (continued.py)
+        getattr(callback, "on_optimizer_ready", lambda optimizer: None)(optimizer)
     return Trainables(model, module, training_objective(loss_fn, settings.regularizers, model), loss_fn, optimizer,
                       make_schedule(settings.schedule), scaler, final, policies, groups)
 
@@ -212,8 +216,9 @@ def _training_loop(inputs: _Inputs, parts: Trainables, progress: Any) -> Trainin
     validation = (Split(inputs.validation, inputs.preprocessing, device, settings.num_workers, dtype=dtype)
                   if inputs.validation is not None else None)
     samples = len(strategy.shard(torch.arange(len(inputs.train))))
-    plan = BatchPlan(samples, settings.batch_size, settings.accumulate, settings.drop_last)
-    loop = TrainingLoop(settings, parts, LoopData(train, validation, plan, strategy.shard, inputs.num_classes),
+    batch_size = local_batch_size(settings.batch_size, strategy.world_size, len(inputs.train))  # global batch
+    plan = BatchPlan(samples, batch_size, settings.accumulate, settings.drop_last)
+    loop = TrainingLoop(settings, parts, LoopData(train, validation, plan, strategy.shard, inputs.num_classes, strategy),
                         callbacks=CallbackList(inputs.callbacks),
                         progress=make_progress(progress if strategy.is_coordinator else False))
     if parts.schedule is not None:
@@ -230,11 +235,12 @@ def _test_once(inputs: _Inputs, parts: Trainables) -> tuple[dict[str, float] | N
                   dtype=inputs.input_dtype)
     return evaluate_split(parts.model, split, parts.loss_fn, metrics=settings.metrics, num_classes=inputs.num_classes,
                           final_activation=parts.final_activation, autocast=settings.autocast_dtype,
-                          mode_policies=parts.mode_policies)
+                          mode_policies=parts.mode_policies, strategy=inputs.strategy)
 
 
-def _checkpoint_manager(checkpoint: Any) -> tuple[CheckpointSettings | None, Any]:
-    """``(settings, manager)`` for fit's ``checkpoint`` argument; ``(None, None)`` when there is none."""
+def _checkpoint_manager(checkpoint: Any, *, reader: bool = False) -> tuple[CheckpointSettings | None, Any]:
+    """``(settings, manager)`` for fit's ``checkpoint`` argument; ``(None, None)`` when there is none.
+    ``reader``: this process restores but does not write (not the coordinator of several processes)."""
     if checkpoint is None or checkpoint is False:
         return None, None
     if hasattr(checkpoint, "save") and hasattr(checkpoint, "restore") and hasattr(checkpoint, "should_save"):
@@ -250,7 +256,7 @@ def _checkpoint_manager(checkpoint: Any) -> tuple[CheckpointSettings | None, Any
                           f"CheckpointManager, got {type(checkpoint).__name__}")
     if not settings.enabled:
         return None, None
-    return settings, settings.manager()
+    return settings, settings.manager(reader=reader)
 
 
 def _checkpointing(inputs: _Inputs, loop: TrainingLoop, manager: Any, checkpoint_settings: CheckpointSettings | None,
@@ -263,8 +269,12 @@ def _checkpointing(inputs: _Inputs, loop: TrainingLoop, manager: Any, checkpoint
         from ..checkpoint.storage import set_aside_checkpoints
 
         manager.close()
-        set_aside_checkpoints(manager.directory)
-        manager = checkpoint_settings.manager() if checkpoint_settings is not None else manager
+        inputs.strategy.barrier()  # several processes: every one has seen the old checkpoints before they move
+        if inputs.strategy.is_coordinator:
+            set_aside_checkpoints(manager.directory)
+        inputs.strategy.barrier()
+        manager = (checkpoint_settings.manager(reader=not inputs.strategy.is_coordinator)
+                   if checkpoint_settings is not None else manager)
     fingerprint = {**settings.fingerprint(), "data": data_fingerprint, "train_samples": len(inputs.train),
                    "validation_samples": len(inputs.validation) if inputs.validation is not None else 0,
                    "architecture": architecture_digest(parts.model)}

@@ -16,6 +16,12 @@ second at most, the NaN check every ``NONFINITE_CHECK_EVERY`` steps).
 
 Every switch between training and evaluation goes through the mode policies
 (``modes.set_mode``), so a module the user froze in eval mode stays in eval.
+
+Several processes (``LoopData.strategy``): each runs its shard of every global batch; the
+epoch's batch losses are replaced by their mean over the processes (``EpochLoss.share``) at the
+epoch's end and before every checkpoint, so the history, early stopping and the checkpoint see
+the loss of the global batch, the same on every process. Validation is sharded the same way
+(``evaluation.evaluate_split``).
 """
 from __future__ import annotations
 
@@ -80,13 +86,30 @@ class LoopState:
 
 
 class EpochLoss:
-    """The epoch's batch losses, kept on the device; summed (weighted by batch size) when read."""
+    """The epoch's batch losses, kept on the device; summed (weighted by batch size) when read.
+
+    With several processes ``sizes`` are global batch sizes and ``share`` replaces the losses not
+    yet shared by their mean over the processes (every process holds the same number of batches
+    of the same size, so that mean is the global batch's loss). Each loss is shared exactly once,
+    whenever that happens, so where checkpoints fall does not change a bit of the history.
+    """
 
     def __init__(self) -> None:
         self.losses: list[torch.Tensor] = []
         self.sizes: list[int] = []
         self.carried_sum = 0.0
         self.carried_count = 0
+        self.shared = 0  # losses[:shared] are already the mean over every process
+
+    def share(self, strategy: Any) -> None:
+        """Collective: the losses added since the last call become their mean over the processes."""
+        if strategy is None or strategy.world_size == 1 or self.shared == len(self.losses):
+            return
+        fresh = torch.stack(self.losses[self.shared:])
+        # gather + a sum in rank order: the same bits on every process (an all-reduce does not promise that)
+        mean = (strategy.gather(fresh.double()).sum(dim=0) / strategy.world_size).to(fresh.dtype)
+        self.losses[self.shared:] = list(mean.unbind())
+        self.shared = len(self.losses)
 
     def add(self, loss: torch.Tensor, size: int) -> None:
         self.losses.append(loss)
@@ -115,6 +138,7 @@ class EpochLoss:
         self.losses = list(losses.to(device).unbind()) if len(losses) else []
         self.sizes = [int(size) for size in state["sizes"]]
         self.carried_sum, self.carried_count = float(state["carried_sum"]), int(state["carried_count"])
+        self.shared = len(self.losses)  # a checkpoint holds shared losses only (checkpointing shares first)
 
 
 @dataclass
@@ -149,6 +173,7 @@ class LoopData:
     plan: BatchPlan
     shard: Callable[[torch.Tensor], torch.Tensor]
     num_classes: int | None = None
+    strategy: Any = None  # the process strategy (None: one process)
 
 
 class TrainingLoop:
@@ -187,6 +212,10 @@ class TrainingLoop:
             "epoch_seconds": time.perf_counter() - self.epoch_started if self.state.batch else 0.0,
         }
 
+    def share_epoch_loss(self) -> None:
+        """Collective with several processes: the epoch's batch losses become the global batches' (``EpochLoss``)."""
+        self.epoch_loss.share(self.data.strategy)
+
     def load_loop_state(self, position: Any, loop: dict[str, Any]) -> None:
         self.state.epoch, self.state.batch, self.state.step = position.epoch, position.batch, position.step
         self.epoch_loss.load_state_dict(loop["epoch_loss"], self.device)
@@ -224,7 +253,8 @@ class TrainingLoop:
         parts = self.parts
         scalars, _ = evaluate_split(self.model, self.data.validation, parts.loss_fn, metrics=self.settings.metrics,
                                     num_classes=self.data.num_classes, final_activation=parts.final_activation,
-                                    autocast=self.autocast, mode_policies=parts.mode_policies)
+                                    autocast=self.autocast, mode_policies=parts.mode_policies,
+                                    strategy=self.data.strategy)
         logs = {f"val_{k}": v for k, v in scalars.items()}
         self.last_validation = logs
         if self.schedule is not None:
@@ -298,6 +328,7 @@ class TrainingLoop:
         on_step_end = self.callbacks.has("on_step_end")
         validate_every = settings.validate_every if self.data.validation is not None else None
         checked = len(self.epoch_loss.losses)
+        processes = self.data.strategy.world_size if self.data.strategy is not None else 1
         for batch, xb, yb in batches:
             with autocast:
                 batch_loss = objective(module(xb), yb)
@@ -307,7 +338,7 @@ class TrainingLoop:
                 scaled = self.scaler.scale(scaled)
             scaled.backward()
             detached = batch_loss.detach()
-            self.epoch_loss.add(detached, len(xb))
+            self.epoch_loss.add(detached, len(xb) * processes)  # the global batch's size
             state.batch = batch + 1
             if state.batch % settings.accumulate == 0 or state.batch == plan.steps_per_epoch:
                 self.optimizer_step()
@@ -327,6 +358,7 @@ class TrainingLoop:
 
     def end_epoch(self) -> None:
         state = self.state
+        self.share_epoch_loss()
         logs: dict[str, float] = {"epoch": state.epoch + 1, "loss": self.epoch_loss.mean()}
         # The epoch is done: advance the position before the epoch-end work, so a checkpoint taken in
         # on_epoch_end resumes at the next epoch's first batch.

@@ -22,6 +22,7 @@ import torch
 from ..errors import ConfigError, ModelNotFoundError
 from ..train.batches import Split, fit_preprocessing, input_dtype
 from ..train.param_groups import GroupRule, discriminative_rules
+from ..train.continued import KeptPreprocessing  # the parent's statistics, never refitted: one class for both
 from ..train.result import FitResult
 from ..train.settings import FitSettings
 from .adapter import Transferable
@@ -52,23 +53,6 @@ class Base:
     source: str | None = None        # its path, or "zoo:<name>"
     preprocessing: Any = None
     head: str | None = None          # the head's attribute path, for a user class given through the adapter
-
-
-class KeptPreprocessing:
-    """The base's preprocessing as the base was trained with it: ``fit`` leaves it unchanged (its features
-    expect those statistics, that tokenizer)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def fit(self, x: Any) -> "KeptPreprocessing":
-        return self
-
-    def transform(self, x: Any) -> Any:
-        return self.inner.transform(x)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.inner.to_dict()
 
 
 def resolve_base(base: Any, *, seed: int = 0) -> Base:

@@ -85,7 +85,8 @@ def test_a_new_option_is_declared_once_and_shows_up_everywhere():
 
 def test_yaml_keys_and_defaults_come_from_the_settings():
     assert set(yaml_keys()) <= KNOWN_KEYS
-    assert KNOWN_KEYS - set(yaml_keys()) == {"model", "data", "preprocessing", "name", "card", "checkpoint"}
+    assert KNOWN_KEYS - set(yaml_keys()) == {"model", "data", "preprocessing", "name", "card", "checkpoint", "continue",
+                                            "strategy", "save_optimizer"}
     for key in ("learning_rate", "weight_decay", "epochs", "batch_size", "seed", "precision", "device"):
         assert DEFAULTS[key] == FitSettings.__dataclass_fields__[key].default
     assert "loss_options" not in KNOWN_KEYS  # it comes through `loss: {type: ..., ...}`
