@@ -31,6 +31,9 @@ BENCHMARKS = [
     "bench_registry_concurrency",
     "bench_registry_remote",
     "bench_serve",
+    "bench_ensemble",
+    "bench_distributed",
+    "bench_sharded",
 ]
 
 
