@@ -37,13 +37,14 @@ import torch
 from torch.distributed.checkpoint.metadata import (BytesStorageMetadata, ChunkStorageMetadata, Metadata,
                                                    MetadataIndex, TensorProperties, TensorStorageMetadata)
 
+from ..artifact.integrity import HASH_ALGORITHM
 from ..errors import CheckpointError, FormatError, IntegrityError, UnsupportedVersionError
 
 FORMAT = "modelkeep.sharded-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_SUFFIX = ".distcp"
-HASH_PREFIX = "xxh3-128:"
+HASH_PREFIX = f"{HASH_ALGORITHM}:"  # the model file's hash, named the same way
 
 #: Limits of what a reader accepts; a larger manifest is refused before it is parsed.
 MAX_MANIFEST_BYTES = 256 << 20

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.planner import (LoadItemType, LoadPlan, LoadPl
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from ..artifact.integrity import hash_bytes
 from ..errors import CheckpointError, IntegrityError
 from ..io.atomic import fsync_directory, start_writeback
 from ..io.committer import RenameCommitter
@@ -65,7 +66,7 @@ def _fills_whole(target: torch.Tensor, item: Any, sizes: Any, dtype: torch.dtype
 
 
 def digest(data: Any) -> str:
-    return HASH_PREFIX + xxhash.xxh3_128_hexdigest(data)
+    return HASH_PREFIX + hash_bytes(data)
 
 
 class RawShardWriter(StorageWriter):
