@@ -30,11 +30,11 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 
 def launch(processes: int, *arguments: str, module: bool = False, check: bool = True,
-           cwd: Path = ROOT) -> subprocess.CompletedProcess:
+           cwd: Path = ROOT, script: Path = SCRIPT) -> subprocess.CompletedProcess:
     """``arguments`` run on ``processes`` processes (torchrun standalone: a free port each time), or plainly on 1."""
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_KEYS}
     env["OMP_NUM_THREADS"] = "1"
-    target = ["-m", *arguments] if module else [str(SCRIPT), *arguments]
+    target = ["-m", *arguments] if module else [str(script), *arguments]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                    *target]
@@ -181,3 +181,21 @@ def test_fsdp2_killed_resumes_bit_identical_and_reshards_onto_three_processes(tm
     assert losses(three["history"]) == pytest.approx(losses(single["history"]), rel=2e-3)
     assert losses(reference["history"]) == pytest.approx(losses(single["history"]), rel=2e-3)
     every_rank_saw_the_same(tmp_path / "three", 3)
+
+
+def test_every_task_kind_trains_on_two_processes_as_on_one(tmp_path):
+    """The task matrix under DDP: binary one-logit, multi-class, regression and token-sequence models, trained on
+    2 processes with the same global batch as on 1, follow the same loss curve, and the files the coordinator
+    saves load and predict right."""
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"on{processes}"
+        out.mkdir()
+        launch(processes, str(out), script=ROOT / "tests" / "distributed_tasks_script.py")
+        runs[processes] = json.loads((out / "result.json").read_text())
+    assert runs[2]["world_size"] == 2 and set(runs[2]["tasks"]) == set(runs[1]["tasks"]) and len(runs[1]["tasks"]) == 4
+    for task, two in runs[2]["tasks"].items():
+        one = runs[1]["tasks"][task]
+        assert two["loss"] == pytest.approx(one["loss"], rel=2e-3, abs=1e-4), task
+        assert two["val_loss"] == pytest.approx(one["val_loss"], rel=2e-3, abs=1e-4), task
+        assert two["score"] >= 0.9, (task, two["score"])
